@@ -1,0 +1,7 @@
+"""``python -m guardray`` runs the command line."""
+
+import sys
+
+from guardray.cli import main
+
+sys.exit(main())

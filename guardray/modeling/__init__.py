@@ -1,0 +1,1 @@
+"""Models: resolving the embedded offline defaults and (later) encoder classifier heads."""

@@ -1,0 +1,1 @@
+"""The end-to-end pipeline job's configuration and stage bookkeeping."""

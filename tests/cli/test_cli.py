@@ -1,0 +1,74 @@
+"""The guardray command line, run as a user runs it (a real subprocess)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def guardray(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "guardray", *args], cwd=cwd, capture_output=True, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"}, timeout=300,
+    )
+
+
+def test_help_lists_commands():
+    r = guardray("--help")
+    assert r.returncode == 0
+    for cmd in ("version", "policies", "models", "pipeline"):
+        assert cmd in r.stdout
+
+
+def test_version():
+    r = guardray("version")
+    assert r.returncode == 0 and r.stdout.startswith("guardray 0.")
+    assert "ray 2." in r.stdout and "torch 2." in r.stdout
+
+
+def test_policies_validate_ok():
+    r = guardray("policies", "validate", "configs/policies")
+    assert r.returncode == 0, r.stderr
+    assert [l.split()[1] for l in r.stdout.splitlines()] == ["finance", "injection", "safety", "tax"]
+
+
+def test_policies_validate_bad_file_names_file_field_problem(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("id: ok\nname: X\ndescription: d\nallowed: [a]\ndisallowed: []\n")
+    r = guardray("policies", "validate", "configs/policies/tax.yaml", str(bad))
+    assert r.returncode == 2
+    assert f"{bad}: disallowed: List should have at least 1 item" in r.stderr
+    assert r.stdout == ""  # nothing reported as ok when any file is bad
+
+
+def test_policies_show():
+    r = guardray("policies", "show", "configs/policies/finance.yaml")
+    assert r.returncode == 0 and r.stdout.startswith("Avoid Financial Advice\n")
+
+
+def test_pipeline_print_config_with_override():
+    r = guardray("pipeline", "--config", "configs/debug/pipeline.yaml", "seed=7", "--print-config")
+    assert r.returncode == 0, r.stderr
+    assert "seed: 7" in r.stdout and "job: pipeline" in r.stdout
+
+
+def test_pipeline_bad_override_lists_valid_keys():
+    r = guardray("pipeline", "--config", "configs/debug/pipeline.yaml", "ray.cpus=2", "--print-config")
+    assert r.returncode == 2
+    assert "ray.cpus: unknown key (did you mean 'num_cpus'?); valid keys here: address, dashboard, num_cpus" in r.stderr
+
+
+def test_import_guardray_is_light():
+    code = (
+        "import sys, guardray, guardray.cli, guardray.config, guardray.policies, guardray.io, "
+        "guardray.schema, guardray.modeling.offline; "
+        "heavy = sorted(m for m in ('ray', 'deepspeed', 'vllm', 'torch', 'transformers') if m in sys.modules); "
+        "print(heavy)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
