@@ -24,6 +24,10 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "guardray.cli.policies_cmd",
     "guardray.cli.models_cmd",
     "guardray.cli.pipeline_cmd",
+    "guardray.cli.generate_cmd",
+    "guardray.cli.dedup_cmd",
+    "guardray.cli.finetune_cmd",
+    "guardray.cli.evaluate_cmd",
     "guardray.cli.merge_cmd",
 )
 

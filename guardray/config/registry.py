@@ -17,6 +17,10 @@ from guardray.config.loader import load_config, load_yaml
 # job name -> "module:Class" of its pydantic config (imported lazily). Stages add theirs.
 JOB_CONFIGS: dict[str, str] = {
     "pipeline": "guardray.pipeline.config:PipelineConfig",
+    "generate": "guardray.synth.config:GenerateConfig",
+    "dedup": "guardray.dedup.config:DedupConfig",
+    "finetune": "guardray.train.finetune_config:FinetuneConfig",
+    "evaluate": "guardray.eval.config:EvaluateConfig",
 }
 
 
