@@ -1,0 +1,70 @@
+"""The cluster manifests are valid YAML, point at jobs and configs that exist, and agree on versions."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+CLUSTER = REPO / "cluster"
+
+
+def canonical(name: str) -> str:
+    """PEP 503 name: case-insensitive, runs of -_. are one '-'."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def load(rel: str):
+    return yaml.safe_load((CLUSTER / rel).read_text())
+
+
+def test_rayjob_entrypoint_runs_an_existing_job_with_an_existing_config():
+    job = load("kuberay/rayjob-pipeline.yaml")
+    assert job["kind"] == "RayJob"
+    argv = shlex.split(job["spec"]["entrypoint"])
+    assert argv[:2] == ["python", "jobs/pipeline.py"]
+    assert (REPO / argv[1]).is_file()
+    config = argv[argv.index("--config") + 1]
+    assert (REPO / config).is_file()
+    yaml.safe_load(job["spec"]["runtimeEnvYAML"])  # embedded runtime env is YAML too
+
+
+@pytest.mark.parametrize("rel", ["kuberay/raycluster.yaml", "kuberay/rayjob-pipeline.yaml"])
+def test_kuberay_ray_version_matches_constraints(rel):
+    doc = load(rel)
+    spec = doc["spec"].get("rayClusterSpec", doc["spec"])
+    pinned = re.search(r"^ray==(\S+)$", (REPO / "constraints.txt").read_text(), re.M).group(1)
+    assert spec["rayVersion"] == pinned
+
+
+def test_runtime_env_uploads_checkout_without_venv_and_pins_match_constraints():
+    env = load("runtime_env.yaml")
+    assert env["working_dir"] == "."
+    assert ".venv/" in env["excludes"] and ".git/" in env["excludes"]
+    pins = {
+        canonical(name): version
+        for name, version in (
+            l.split("==", 1) for l in (REPO / "constraints.txt").read_text().splitlines()
+            if "==" in l and not l.startswith("#")
+        )
+    }
+    for spec in env["pip"]["packages"]:
+        name, version = spec.split("==")
+        assert pins.get(canonical(name)) == version, f"{spec} disagrees with constraints.txt"
+
+
+def test_dockerfile_base_matches_ray_pin():
+    text = (CLUSTER / "Dockerfile").read_text()
+    pinned = re.search(r"^ray==(\S+)$", (REPO / "constraints.txt").read_text(), re.M).group(1)
+    assert f"rayproject/ray:{pinned}-py311" in text
+    assert "-c constraints.txt" in text
+
+
+def test_launcher_config_shape():
+    cfg = load("launcher/aws.yaml")
+    assert cfg["head_node_type"] in cfg["available_node_types"]
+    assert cfg["provider"]["type"] == "aws"
