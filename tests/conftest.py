@@ -25,6 +25,9 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Ray Data 2.60 lists Parquet files with 32 FooterReader actors (new processes) per
+# read_parquet call: 5-15 s per read on 2 cores; one is plenty for test-sized folders.
+os.environ.setdefault("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", "1")
 os.environ.setdefault("RAY_TMPDIR", os.path.join(tempfile.gettempdir(), "gr-ray"))
 Path(os.environ["RAY_TMPDIR"]).mkdir(parents=True, exist_ok=True)
 

@@ -1,0 +1,122 @@
+"""Thin Ray Data adapter for shard folders (imports Ray only inside its functions).
+
+- `read_shards_dataset`: a folder of shards (local or ``s3://``) as a ``ray.data.Dataset``.
+  Shards are listed here (so temp files, markers and ``manifest.json`` are never read), every
+  shard footer is checked against the sample schema up front (a corrupt or foreign file fails
+  fast with its name, not deep inside a Ray task), and the S3 filesystem is built with the
+  resolved endpoint and credentials so Ray workers need no AWS environment of their own.
+- `write_dataset_shards`: writes a Dataset as content-named shards from ``map_batches`` tasks
+  (`guardray.io.shards.content_shard_name`): every shard is validated and atomic, and a retried
+  task rewrites the same name instead of adding a duplicate. Stages that have a natural shard
+  index (e.g. one output shard per input shard) call `guardray.io.shards.write_shard` with
+  ``index=`` themselves instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from guardray import schema
+from guardray.io import shards, uris
+
+logger = logging.getLogger(__name__)
+
+
+def read_shards_dataset(
+    dir_uri: str | os.PathLike[str],
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    allow_empty: bool = False,
+    check_schema: bool = True,
+    **read_parquet_kwargs: Any,
+):
+    """Read a folder of sample shards as a Ray Dataset with the sample schema.
+
+    Args:
+        dir_uri: shard folder (local path, ``file://`` or ``s3://``). Local folders must be
+            visible to every Ray node (one machine, or a shared filesystem).
+        storage_options: S3 settings; missing ones come from the AWS environment variables of
+            this process (see `guardray.io.uris`).
+        allow_empty: return an empty Dataset (sample schema) for a folder with no shards
+            instead of raising `guardray.io.shards.NoShardsError`.
+        check_schema: read every shard's footer here first (one small read per shard).
+        **read_parquet_kwargs: passed to ``ray.data.read_parquet`` (e.g. ``override_num_blocks``,
+            ``include_paths``). ``partitioning`` defaults to None: a folder named ``k=v`` in
+            the path must not turn into a column.
+
+    Returns:
+        ``ray.data.Dataset`` whose schema is `guardray.schema.arrow_schema()`.
+
+    Raises:
+        NoShardsError, CorruptShardError, ShardSchemaError: naming the folder or the file.
+    """
+    import ray
+
+    paths = shards.list_shards(dir_uri, storage_options)
+    if not paths:
+        if allow_empty:
+            return ray.data.from_arrow(schema.arrow_schema().empty_table())
+        raise shards.NoShardsError(f"no shards in {uris.parse_uri(dir_uri).uri!r}; check the "
+                                   "path, or pass allow_empty=True")
+    if check_schema:
+        for path in paths:
+            shards.check_shard_schema(path, storage_options)
+    filesystem, _ = uris.get_filesystem(dir_uri, storage_options)
+    fs_paths = [uris.parse_uri(p).path for p in paths]
+    read_parquet_kwargs.setdefault("partitioning", None)
+    read_parquet_kwargs.setdefault("schema", schema.arrow_schema())
+    logger.info("reading %d shard(s) from %s with Ray Data", len(paths), dir_uri)
+    return ray.data.read_parquet(fs_paths, filesystem=filesystem, **read_parquet_kwargs)
+
+
+def write_dataset_shards(
+    ds,
+    dir_uri: str | os.PathLike[str],
+    *,
+    prefix: str = shards.DEFAULT_PREFIX,
+    rows_per_shard: int | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """Write a Dataset of sample rows as validated, atomic, content-named shards.
+
+    Each ``map_batches`` batch becomes one shard named from its rows' ids, so running the same
+    pipeline again (or retrying a failed task) rewrites the same files. Runs the Dataset.
+
+    Args:
+        ds: a ``ray.data.Dataset`` with exactly the sample columns.
+        dir_uri: destination folder.
+        prefix: shard name prefix.
+        rows_per_shard: batch size of the writing tasks (None: one shard per block).
+        storage_options: S3 settings, resolved here and shipped to the tasks.
+
+    Returns:
+        The written shard locations, sorted.
+
+    Raises:
+        ShardSchemaError: a batch does not match the sample schema (raised through Ray).
+    """
+    uris.makedirs(dir_uri)
+    options = uris.resolve_storage_options(dir_uri, storage_options)
+    writer = functools.partial(
+        _write_batch, dir_uri=uris.parse_uri(dir_uri).uri, prefix=prefix, storage_options=options
+    )
+    result = ds.map_batches(writer, batch_format="pyarrow", batch_size=rows_per_shard,
+                            zero_copy_batch=True)
+    written = sorted({row["path"] for row in result.take_all()})
+    logger.info("wrote %d shard(s) to %s", len(written), dir_uri)
+    return written
+
+
+def _write_batch(batch, *, dir_uri: str, prefix: str, storage_options: dict[str, Any]):
+    """``map_batches`` body: one batch -> one shard; returns ``{"path", "num_rows"}``."""
+    import pyarrow as pa
+
+    if batch.num_rows == 0:
+        return pa.table({"path": pa.array([], pa.string()), "num_rows": pa.array([], pa.int64())})
+    path = shards.write_shard(batch, dir_uri, prefix=prefix, if_exists="overwrite",
+                              storage_options=storage_options)
+    return pa.table({"path": [path], "num_rows": [batch.num_rows]})
