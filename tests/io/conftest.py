@@ -8,7 +8,6 @@ here mocks s3fs, botocore or pyarrow: every S3 call in these tests goes over HTT
 
 from __future__ import annotations
 
-import os
 import socket
 import uuid
 
