@@ -1,0 +1,68 @@
+"""Chat messages and per-row seeds: pure helpers shared by every backend (no Ray, no torch).
+
+Chat messages are the OpenAI shape: a list of ``{"role": str, "content": str}`` with roles
+``system``, ``user`` or ``assistant``. Inside Ray Data they arrive as lists, numpy arrays or
+Arrow structs of such dicts; `normalize_messages` turns any of them into plain Python.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+ROLES: tuple[str, ...] = ("system", "user", "assistant")
+SEED_MODULUS = 2**31 - 1  # fits every backend's seed field (vLLM, OpenAI, torch)
+
+
+class MessagesError(ValueError):
+    """Chat messages have the wrong shape; the message names the index and the problem."""
+
+
+def normalize_messages(value: Any) -> list[dict[str, str]]:
+    """Validate chat messages and return them as a plain list of ``{"role", "content"}``.
+
+    Args:
+        value: a list/tuple/numpy array of mappings with ``role`` and ``content``. An empty
+            sequence (or None) is allowed and means "no request" (see `generate_dataset`).
+
+    Raises:
+        MessagesError: not a sequence, an item without role/content, an unknown role, or
+            non-string content.
+    """
+    if value is None:
+        return []
+    if isinstance(value, (str, bytes, Mapping)):
+        raise MessagesError(f"messages must be a list of {{'role', 'content'}} dicts, "
+                            f"got a {type(value).__name__}")
+    if hasattr(value, "tolist") and not isinstance(value, list):
+        value = value.tolist()
+    out = []
+    for i, message in enumerate(value):
+        if not isinstance(message, Mapping) or "role" not in message or "content" not in message:
+            raise MessagesError(f"message {i} must be a dict with 'role' and 'content', got "
+                                f"{message!r:.80}")
+        role, content = message["role"], message["content"]
+        if role not in ROLES:
+            raise MessagesError(f"message {i}: role {role!r} is not one of {list(ROLES)}")
+        if not isinstance(content, str):
+            raise MessagesError(f"message {i}: content must be a string, got "
+                                f"{type(content).__name__}")
+        out.append({"role": role, "content": content})
+    return out
+
+
+def row_seed(base: int, *parts: Any) -> int:
+    """A deterministic per-row seed in ``[0, 2**31 - 1)`` from a base seed and row content.
+
+    Args:
+        base: the configured base seed.
+        parts: anything JSON-able identifying the row (its messages, an id, a round...).
+    """
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update(str(int(base)).encode())
+    for part in parts:
+        digest.update(b"\x1f")
+        digest.update(json.dumps(part, sort_keys=True, ensure_ascii=False, default=str).encode())
+    return int.from_bytes(digest.digest(), "big") % SEED_MODULUS

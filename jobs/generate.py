@@ -1,0 +1,52 @@
+"""Synthetic data generation (GuardFormer 3.1, 3.3): policies -> labelled prompt shards.
+
+Usage:
+    python jobs/generate.py --config configs/generate.yaml [key=value ...]
+    guardray generate --config configs/generate.yaml llm.backend=openai_http
+    ray job submit --working-dir . -- python jobs/generate.py --config configs/generate.yaml
+
+Rerunning with the same config and output_dir resumes an interrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `jobs` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from guardray.synth.config import GenerateConfig  # noqa: E402
+
+log = logging.getLogger("guardray.jobs.generate")
+
+
+def main(cfg: GenerateConfig) -> None:
+    """Generate synthetic samples for ``cfg.policies`` on Ray with ``cfg``."""
+    from guardray.synth.stage import run_generate
+    from jobs._ray import init_ray
+
+    if cfg.llm.backend == "transformers":
+        # Convert an embedded model once here, not in every actor at the same time.
+        from guardray.modeling.offline import resolve_model
+
+        resolve_model(cfg.llm.model)
+    init_ray(cfg.ray)
+    manifest = run_generate(cfg)
+    counts, stages = manifest["counts"], manifest["extra"]["stages"]
+    lines = [
+        f"generate: {counts['out']} samples from {counts['in']} requests in {cfg.output_dir}",
+        f"  rejected: {counts['dropped'] or 'none'}",
+        f"  reflection: {stages['reflect']}",
+        f"  diversify: {stages['diversify']}",
+        f"  tasks: {stages['write']['tasks_run_now']} run now, "
+        f"{stages['write']['tasks_done_before']} done before",
+    ]
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    from guardray.cli.job_runner import script_main
+
+    script_main(GenerateConfig, main)
