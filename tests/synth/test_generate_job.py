@@ -134,40 +134,51 @@ def test_interrupted_run_resumes_without_duplicates_or_losses(baseline, tmp_path
 
 
 @pytest.mark.slow
-def test_killed_job_process_resumes_to_the_same_output(baseline, tmp_path, ray_session):
-    """SIGKILL a real ``python jobs/generate.py`` once its first shard appears, then rerun."""
+def test_killed_job_process_resumes_to_the_same_output(ray_session, tmp_path):
+    """SIGKILL a real ``python jobs/generate.py`` once its first shard appears, then rerun:
+    the result equals an uninterrupted run's (8 one-request tasks, no reflection)."""
+    import contextlib
     import signal
     import subprocess
     import sys
     import time
 
-    import contextlib
-
+    overrides = ["expand.unsafe_per_policy=6", "expand.safe_per_policy=2",
+                 "reflect.enabled=false", "llm.sampling.max_tokens=24"]
+    n_tasks = 8
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # conftest's short RAY_TMPDIR: own session
-    out = tmp_path / "out"
+    out = tmp_path / "killed"
     proc = subprocess.Popen(
         [sys.executable, "jobs/generate.py", "--config", str(DEBUG), f"output_dir={out}",
-         f"policies=[{REPO}/configs/policies/tax.yaml]", "ray.num_cpus=2"],
+         f"policies=[{REPO}/configs/policies/tax.yaml]", "ray.num_cpus=2", *overrides],
         cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
         stderr=open(tmp_path / "job.log", "wb"))
     try:
         deadline = time.time() + 600
         while not list(out.glob("gen-*.parquet")) and proc.poll() is None:
             assert time.time() < deadline, "no shard after 10 minutes"
-            time.sleep(0.2)
+            time.sleep(0.05)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started
         proc.wait(timeout=60)
     first = shard_files(out)
-    assert 1 <= len(first) < REQUESTS, (tmp_path / "job.log").read_text()[-2000:]
+    assert 1 <= len(first) < n_tasks, (tmp_path / "job.log").read_text()[-2000:]
+    assert not list(out.glob("*.tmp-*"))  # no half-written shard is visible
 
-    manifest = run_generate(debug_cfg(out))
+    manifest = run_generate(debug_cfg(out, *overrides))
     assert manifest["extra"]["stages"]["write"]["tasks_done_before"] == len(first)
     assert {k: shard_files(out)[k] for k in first} == first
+
+    reference = tmp_path / "uninterrupted"
+    expected = run_generate(debug_cfg(reference, *overrides))
+    assert sorted(shard_files(out)) == sorted(shard_files(reference))
+    for name in shard_files(out):
+        assert pq.read_table(out / name).equals(pq.read_table(reference / name))
     assert Counter(read_shards(out).column(S.ID).to_pylist()) == Counter(
-        read_shards(baseline).column(S.ID).to_pylist())
-    assert manifest["counts"] == read_manifest(baseline)["counts"]
+        read_shards(reference).column(S.ID).to_pylist())
+    assert manifest["counts"] == expected["counts"]
+    assert manifest["counts"]["in"] == n_tasks
 
 
 def test_diverse_samples_for_synthetic_policies(ray_session, tmp_path):
