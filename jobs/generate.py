@@ -5,7 +5,8 @@ Usage:
     guardray generate --config configs/generate.yaml llm.backend=openai_http
     ray job submit --working-dir . -- python jobs/generate.py --config configs/generate.yaml
 
-Rerunning with the same config and output_dir resumes an interrupted run.
+Rerunning with the same config and output_dir resumes an interrupted run. The samples without
+near-duplicates (the input of the later stages) are in ``{output_dir}/dedup``.
 """
 
 from __future__ import annotations
@@ -42,8 +43,17 @@ def main(cfg: GenerateConfig) -> None:
         f"  diversify: {stages['diversify']}",
         f"  tasks: {stages['write']['tasks_run_now']} run now, "
         f"{stages['write']['tasks_done_before']} done before",
+        _dedup_line(stages["dedup"]),
     ]
     print("\n".join(lines))
+
+
+def _dedup_line(dedup: dict) -> str:
+    if not dedup.get("enabled"):
+        return "  dedup: disabled (later stages would read the raw shards)"
+    return (f"  dedup ({dedup['method']}, {dedup['scope']} scope, threshold "
+            f"{dedup['threshold']}): {dedup['out']} of {dedup['in']} kept, dropped "
+            f"{dedup['dropped']} -> {dedup['output_dir']}")
 
 
 if __name__ == "__main__":

@@ -85,12 +85,10 @@ class GlobalMethodConfig(StrictModel):
     distributed: bool = False
 
 
-class DedupConfig(JobConfig):
-    """Exact and semantic near-duplicate removal of sample shards.
+class DedupSettings(StrictModel):
+    """How rows are deduplicated: shared by the dedup job and the generate job's dedup step.
 
     Attributes:
-        input_dir: folder of sample shards (local or ``s3://``).
-        output_dir: kept rows as shards, ``removed/removed-00000.parquet`` and ``manifest.json``.
         scope: ``policy`` (rows are compared only within their policy) or ``global``.
         method: ``global`` (SemDeDup partition, whole scope), ``per_batch`` (the paper's
             per-mini-batch dedup: only within consecutive batches of ``per_batch_size`` rows
@@ -100,15 +98,8 @@ class DedupConfig(JobConfig):
         embedder: embedding actors.
         global_method: knobs of the ``global`` method.
         seed: k-means seed.
-        overwrite: replace shards already in ``output_dir`` (else that is an error).
-        ray: Ray connection.
-        storage_options: S3 settings for ``s3://`` folders.
     """
 
-    JOB_NAME: ClassVar[str] = "dedup"
-
-    input_dir: str = "outputs/pipeline/generate"
-    output_dir: str = "outputs/pipeline/dedup"
     scope: Literal["policy", "global"] = "policy"
     method: Literal["global", "per_batch", "exact_only"] = "global"
     threshold: float = Field(default=0.9, gt=0, le=1)
@@ -116,6 +107,25 @@ class DedupConfig(JobConfig):
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
     global_method: GlobalMethodConfig = Field(default_factory=GlobalMethodConfig)
     seed: int = 0
+
+
+class DedupConfig(DedupSettings, JobConfig):
+    """Exact and semantic near-duplicate removal of sample shards (the dedup job).
+
+    Attributes:
+        input_dir: folder of sample shards (local or ``s3://``).
+        output_dir: kept rows as shards, ``removed/removed-00000.parquet`` and ``manifest.json``.
+        overwrite: replace shards already in ``output_dir`` (else that is an error).
+        ray: Ray connection.
+        storage_options: S3 settings for ``s3://`` folders.
+
+    The dedup knobs (scope, method, threshold, ...) are those of `DedupSettings`.
+    """
+
+    JOB_NAME: ClassVar[str] = "dedup"
+
+    input_dir: str = "outputs/pipeline/generate"
+    output_dir: str = "outputs/pipeline/dedup"
     overwrite: bool = False
     ray: RayConfig = Field(default_factory=RayConfig)
     storage_options: dict[str, Any] = Field(default_factory=dict)

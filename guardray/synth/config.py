@@ -3,8 +3,9 @@
 Sections: ``expand`` (how many requests per policy and their variety knobs), ``llm`` (the
 generator: `guardray.llm.LLMConfig`), ``parse`` (validation and retries of failed rows),
 ``reflect`` (the self-reflection relabel pass, GuardFormer 3.1), ``diversify`` (synthetic
-policies from the unified data, GuardFormer 3.3), ``templates`` (prompt overrides), plus the
-output folder, seed, splits and Ray connection.
+policies from the unified data, GuardFormer 3.3), ``dedup`` (exact and semantic
+near-duplicate removal of the result), ``templates`` (prompt overrides), plus the output
+folder, seed, splits and Ray connection.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from guardray.config.base import JobConfig, StrictModel
+from guardray.dedup.config import DedupSettings
 from guardray.llm.config import LLMConfig
 from guardray.pipeline.config import RayConfig, SplitConfig
 
@@ -129,6 +131,21 @@ class DiversifyConfig(StrictModel):
         return _non_empty_unique(v, "diversify.topics")
 
 
+class GenerateDedupConfig(DedupSettings):
+    """The dedup step that runs after generation (`guardray.synth.dedup_step`).
+
+    Exact (normalised-text hash) and semantic near-duplicate removal of everything the run
+    generated; kept rows go to ``{output_dir}/dedup`` (the input of the later stages), removed
+    rows with the kept row each duplicates to ``{output_dir}/dedup/removed``. The knobs are
+    the dedup job's (`guardray.dedup.config.DedupSettings`).
+
+    Attributes:
+        enabled: run the step (the raw shards stay in ``output_dir`` either way).
+    """
+
+    enabled: bool = True
+
+
 class TemplatesConfig(StrictModel):
     """Prompt template overrides (`guardray.synth.templates`).
 
@@ -150,7 +167,7 @@ class GenerateConfig(JobConfig):
         seed: seeds the request knobs, per-row sampling seeds and splits.
         task_size: requests per task; each task writes one shard, the unit of resumption.
         splits: validation/test fractions (by row id).
-        expand, llm, parse, reflect, diversify, templates: see their classes.
+        expand, llm, parse, reflect, diversify, dedup, templates: see their classes.
         ray: Ray connection.
         storage_options: S3 settings for ``s3://`` outputs.
     """
@@ -167,6 +184,7 @@ class GenerateConfig(JobConfig):
     parse: ParseConfig = Field(default_factory=ParseConfig)
     reflect: ReflectConfig = Field(default_factory=ReflectConfig)
     diversify: DiversifyConfig = Field(default_factory=DiversifyConfig)
+    dedup: GenerateDedupConfig = Field(default_factory=GenerateDedupConfig)
     templates: TemplatesConfig = Field(default_factory=TemplatesConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     storage_options: dict[str, Any] = Field(default_factory=dict)

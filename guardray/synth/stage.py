@@ -1,5 +1,5 @@
 """The SDG job on Ray Data: expand -> generate -> parse (+retries) -> reflect -> shards,
-then diversify (GuardFormer 3.1 and 3.3). Called by ``jobs/generate.py``.
+then diversify (GuardFormer 3.1 and 3.3), then dedup. Called by ``jobs/generate.py``.
 
 Output folder layout (local or ``s3://``)::
 
@@ -10,8 +10,11 @@ Output folder layout (local or ``s3://``)::
     <output_dir>/_state/plan.json        fingerprints of the work plan (resume safety)
     <output_dir>/_state/stats/gen-00000.json ...  per-task counts
     <output_dir>/_state/diverse_policies.json     the synthetic policies, fixed once made
+    <output_dir>/dedup/part-00000.parquet ...     the samples without near-duplicates
+    <output_dir>/dedup/removed/, manifest.json    removed rows (and the row each duplicates)
 
-`guardray.io.read_shards(output_dir)` and `read_shards_dataset` read the samples only.
+`guardray.io.read_shards(output_dir)` and `read_shards_dataset` read the raw samples only;
+later stages read ``<output_dir>/dedup`` (`guardray.synth.dedup_step`).
 
 Resumption: requests are a pure function of (policies, config, templates, seed) and are
 numbered into tasks of ``task_size``; task ``i`` writes ``gen-0000i.parquet`` last, after its
@@ -42,6 +45,7 @@ from guardray.synth import diversify as D
 from guardray.synth import parse as P
 from guardray.synth import steps as T
 from guardray.synth.config import GenerateConfig
+from guardray.synth.dedup_step import run_dedup_step
 from guardray.synth.expand import (MESSAGES, REQUEST_ID, REQUESTED_LABEL, SEED, TASK,
                                    assign_tasks, example_pool, expand_requests)
 from guardray.synth.rejects import write_rejects
@@ -103,7 +107,9 @@ def run_generate(cfg: GenerateConfig, *, on_task_done: TaskCallback | None = Non
         diverse["requests"] = len(div_requests)
         div_stats = ctx.run_tasks(div_tasks, [*policies, *new_policies], DIVERSE_PREFIX,
                                   on_task_done)
-    return ctx.write_manifest(policies, seed_stats, div_stats, diverse, time.time() - started)
+    dedup = run_dedup_step(cfg)
+    return ctx.write_manifest(policies, seed_stats, div_stats, diverse, dedup,
+                              time.time() - started)
 
 
 class _Context:
@@ -330,7 +336,7 @@ class _Context:
 
     def write_manifest(self, policies: list[Policy], seed_stats: dict[int, dict[str, Any]],
                        div_stats: dict[int, dict[str, Any]], diverse: dict[str, Any],
-                       seconds: float) -> dict[str, Any]:
+                       dedup: dict[str, Any], seconds: float) -> dict[str, Any]:
         from guardray.io.manifest import read_manifest, write_manifest
 
         table = shards.read_shards(self.out, self.so, allow_empty=True)
@@ -361,6 +367,7 @@ class _Context:
                       "shards": len(seed_stats) + len(div_stats),
                       "tasks_run_now": self.ran_tasks, "tasks_done_before": self.skipped_tasks,
                       "duplicate_ids_across_tasks": len(ids) - len(set(ids))},
+            "dedup": dedup,
         }
         write_manifest(
             self.out, "generate", inputs=list(self.cfg.policies), config=self.cfg,

@@ -80,6 +80,16 @@ def test_job_writes_valid_samples_rejects_and_manifest(baseline):
     assert stages["generate"]["completion_tokens"] > 0 and stages["diversify"] == {"enabled": False}
     assert manifest["config"]["llm"]["backend"] == "transformers"
 
+    # the dedup step ran on the generated samples (exact_only in the debug config)
+    dedup = stages["dedup"]
+    assert dedup["enabled"] and dedup["method"] == "exact_only"
+    assert dedup["in"] == len(rows) and dedup["out"] == len(rows) - sum(dedup["dropped"].values())
+    assert dedup["output_dir"] == str(baseline / "dedup")
+    kept = read_shards(baseline / "dedup")
+    assert kept.num_rows == dedup["out"] and set(kept.column(S.ID).to_pylist()) <= {
+        r[S.ID] for r in rows}
+    assert read_manifest(baseline / "dedup")["counts"]["out"] == dedup["out"]
+
 
 def test_rerun_of_a_finished_job_regenerates_nothing(baseline):
     before = shard_files(baseline)
