@@ -26,6 +26,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "guardray.cli.pipeline_cmd",
     "guardray.cli.generate_cmd",
     "guardray.cli.dedup_cmd",
+    "guardray.cli.pretrain_cmd",
     "guardray.cli.finetune_cmd",
     "guardray.cli.evaluate_cmd",
     "guardray.cli.merge_cmd",

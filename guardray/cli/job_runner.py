@@ -35,16 +35,30 @@ def add_job_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_job_command(
-    sub: argparse._SubParsersAction, name: str, help: str, config_ref: str, job_ref: str
+    sub: argparse._SubParsersAction, name: str, help: str, config_ref: str, job_ref: str,
+    errors: tuple[str, ...] = (),
 ) -> None:
-    """Register ``guardray <name>`` running ``job_ref`` with a ``config_ref`` config."""
+    """Register ``guardray <name>`` running ``job_ref`` with a ``config_ref`` config.
+
+    Args:
+        errors: ``"module:Class"`` refs of the exceptions that mean bad input or a failed run
+            (not a bug): they end the command with a one-line error and exit status 1
+            instead of a traceback.
+    """
     p = sub.add_parser(name, help=help, description=help)
     add_job_arguments(p)
-    p.set_defaults(handler=functools.partial(_run, config_ref=config_ref, job_ref=job_ref))
+    p.set_defaults(handler=functools.partial(_run, name=name, config_ref=config_ref,
+                                             job_ref=job_ref, errors=errors))
 
 
-def _run(args: argparse.Namespace, *, config_ref: str, job_ref: str) -> int:
-    return run_job(import_ref(config_ref), lambda: import_ref(job_ref), args)
+def _run(args: argparse.Namespace, *, name: str, config_ref: str, job_ref: str,
+         errors: tuple[str, ...]) -> int:
+    expected = tuple(import_ref(ref) for ref in errors)
+    try:
+        return run_job(import_ref(config_ref), lambda: import_ref(job_ref), args)
+    except expected as exc:
+        log.error("%s failed: %s", name, exc)
+        return 1
 
 
 def run_job(config_cls: type, get_main: Callable[[], Callable], args: argparse.Namespace) -> int:

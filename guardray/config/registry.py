@@ -19,6 +19,7 @@ JOB_CONFIGS: dict[str, str] = {
     "pipeline": "guardray.pipeline.config:PipelineConfig",
     "generate": "guardray.synth.config:GenerateConfig",
     "dedup": "guardray.dedup.config:DedupConfig",
+    "pretrain": "guardray.train.gip_config:PretrainConfig",
     "finetune": "guardray.train.finetune_config:FinetuneConfig",
     "evaluate": "guardray.eval.config:EvaluateConfig",
 }

@@ -1,0 +1,542 @@
+"""The per-worker GIP training loop (Ray Train + DeepSpeed), GuardFormer 3.3 eq. 1.
+
+Each Ray Train worker runs `train_loop_per_worker`:
+
+1. Builds `GIPModel` from the resolved base folder (same seed on every rank, so newly
+   initialised heads agree) and wraps it with ``deepspeed.initialize`` (config from
+   `guardray.train.deepspeed_config`). On CPU: DeepSpeed's CPU accelerator over the gloo
+   process group Ray Train created, ``torch_adam`` (no fused-Adam compile) and no shared-memory
+   comm op (its C++ build takes ~45 s and it only speeds up inference all-reduce).
+2. Resumes from ``ray.train.get_checkpoint()``: DeepSpeed ``load_checkpoint`` (module,
+   optimizer, scheduler, ZeRO shards of every rank) plus the loop state (global step; the
+   epoch and the position inside it follow from it). The data randomness (rationale dropout,
+   MLM masks) depends only on (seed, epoch, row), ALICE++'s on (seed, step), dropout's
+   RNG is reseeded from (seed, rank, step): a resumed run takes the same path as an
+   uninterrupted one up to Ray Data's row order.
+3. Per micro-batch (`gip_step`): clean forward -> CE and accuracy; ALICE++ on perturbed
+   hidden states (its closure calls the engine with ``perturb=``); masked input -> MLM;
+   ``loss = l1*MLM + l2*ALICE++ + l3*CE``; ``engine.backward`` / ``engine.step`` (DeepSpeed
+   handles gradient accumulation and clipping). Before every micro-batch all ranks agree
+   (all-reduce MIN) that each has a batch: if one rank's data runs out, all raise
+   `GIPDataError` together instead of hanging in a collective.
+4. Every ``log_every_steps`` optimizer steps: window means of every term, accuracy, lr,
+   tokens/s and samples/s (all ranks) go to ``ray.train.report`` and, from rank 0, to
+   TensorBoard (``{log_dir}/tensorboard``) and ``{log_dir}/history.jsonl`` (one line per step).
+5. Every ``checkpoint_every_steps`` and at the end: every rank writes its DeepSpeed
+   checkpoint part to a temporary folder and reports it with the same
+   ``checkpoint_dir_name``; Ray Train (V2) merges the parts into one storage folder. The last
+   checkpoint also holds ``consolidated.safetensors`` (the full GIPModel state dict in fp32,
+   gathered from the ZeRO-3 partitions when needed), which the driver exports as a Hugging
+   Face checkpoint, and the worker returns the trained model's logits on probe texts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import socket
+import tempfile
+import time
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DS_TAG = "gip"
+LOOP_STATE = "loop_state.json"
+CONSOLIDATED = "consolidated.safetensors"
+HISTORY = "history.jsonl"
+TERMS = ("loss", "mlm", "alice", "alice_label", "alice_virtual", "ce", "accuracy")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopPlan:
+    """How many steps a run takes (the same on every rank).
+
+    Attributes:
+        micro_per_epoch: micro-batches each rank takes per epoch (a multiple of grad_accum,
+            at most what its data shard holds).
+        grad_accum: micro-batches per optimizer step.
+        total_steps: optimizer steps of the run.
+    """
+
+    micro_per_epoch: int
+    grad_accum: int
+    total_steps: int
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps per epoch."""
+        return self.micro_per_epoch // self.grad_accum
+
+    @property
+    def epochs(self) -> int:
+        """Epochs touched by the run (the last may be partial)."""
+        return math.ceil(self.total_steps / self.steps_per_epoch)
+
+    def position(self, global_step: int) -> tuple[int, int]:
+        """``(epoch, micro-batches already taken in that epoch)`` after ``global_step`` steps."""
+        micro = global_step * self.grad_accum
+        return micro // self.micro_per_epoch, micro % self.micro_per_epoch
+
+    def micro_in_epoch(self, epoch: int) -> int:
+        """Micro-batches the run takes in ``epoch`` (the last epoch may stop early)."""
+        left = self.total_steps * self.grad_accum - epoch * self.micro_per_epoch
+        return max(0, min(self.micro_per_epoch, left))
+
+
+def plan_steps(batches_per_epoch: int, *, grad_accum: int, epochs: int,
+               max_steps: int | None) -> LoopPlan:
+    """The run's `LoopPlan`.
+
+    Args:
+        batches_per_epoch: micro-batches every rank's shard yields per epoch
+            (`guardray.train.gip_data.steps_per_epoch`).
+        grad_accum: micro-batches per optimizer step.
+        epochs: passes over the data when ``max_steps`` is None.
+        max_steps: exact optimizer steps (as many epochs as needed).
+
+    Raises:
+        ValueError: an epoch holds fewer micro-batches than one optimizer step needs.
+    """
+    opt_per_epoch = batches_per_epoch // grad_accum
+    if opt_per_epoch < 1:
+        raise ValueError(
+            f"an epoch gives each worker {batches_per_epoch} micro-batch(es), fewer than "
+            f"train.grad_accum={grad_accum}: lower grad_accum, batch_size or num_workers, or "
+            "add data")
+    total = max_steps if max_steps is not None else epochs * opt_per_epoch
+    return LoopPlan(micro_per_epoch=opt_per_epoch * grad_accum, grad_accum=grad_accum,
+                    total_steps=int(total))
+
+
+# --------------------------------------------------------------------------- one step
+
+
+def gip_step(engine, batch: dict, *, weights: tuple[float, float, float], alice_params,
+             num_layers: int, hidden_size: int, generator) -> dict[str, Any]:
+    """Forward passes and eq. 1 for one micro-batch (no backward).
+
+    Args:
+        engine: the DeepSpeed engine (or the bare `GIPModel`: same call signature); its
+            ``module`` (when it has one) runs ALICE++'s perturbed passes.
+        batch: a `guardray.train.gip_data.collate_batch` dict on the model's device.
+        weights: ``(l1, l2, l3)``; a zero weight skips its forward passes.
+        alice_params: `guardray.losses.gip.AliceParams`.
+        num_layers, hidden_size: of the encoder (ALICE++'s layer range and delta shape).
+        generator: torch.Generator for ALICE++'s noise and layer draw.
+
+    Returns:
+        ``{"loss": tensor, "mlm", "alice", "alice_label", "alice_virtual", "ce", "accuracy":
+        floats, "layer": int or -1}``.
+    """
+    import torch
+
+    from guardray.losses.gip import alice_pp_loss, classification_loss, gip_loss, mlm_loss
+
+    l1, l2, l3 = weights
+    ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+    # ALICE++'s perturbed passes call the wrapped module, not the engine: DeepSpeed hooks the
+    # engine's outputs so that any backward through them (here ALICE++'s inner
+    # autograd.grad w.r.t. delta) counts as *the* backward and triggers the gradient
+    # reduction. The module's own ZeRO-3 gather hooks still run; the final
+    # engine.backward(loss) reaches these passes' parameters like any other.
+    module = getattr(engine, "module", engine)
+    out: dict[str, Any] = {"layer": -1}
+    clean = engine(input_ids=ids, attention_mask=mask, head="cls")
+    ce = classification_loss(clean, labels)
+    zero = ce.detach() * 0.0
+    if l2 > 0:
+        def logits_with_delta(layer: int, delta):
+            return module(input_ids=ids, attention_mask=mask, head="cls", perturb=(layer, delta))
+
+        a = alice_pp_loss(logits_with_delta, clean, labels,
+                          (int(ids.shape[0]), int(ids.shape[1]), hidden_size), num_layers,
+                          alice_params, generator, attention_mask=mask)
+        alice, out["layer"] = a.total, int(a.layer)
+        out["alice_label"] = float(a.label.detach())
+        out["alice_virtual"] = float(a.virtual.detach())
+    else:
+        alice = zero
+        out["alice_label"] = out["alice_virtual"] = 0.0
+    if l1 > 0:
+        mlm_logits = engine(input_ids=batch["mlm_input_ids"], attention_mask=mask, head="mlm")
+        mlm = mlm_loss(mlm_logits, batch["mlm_labels"])
+    else:
+        mlm = zero
+    loss = gip_loss(mlm, alice, ce, weights)
+    with torch.no_grad():
+        acc = (clean.argmax(dim=-1) == labels).float().mean()
+    out.update(loss=loss, mlm=float(mlm.detach()), alice=float(alice.detach()),
+               ce=float(ce.detach()), accuracy=float(acc))
+    return out
+
+
+# --------------------------------------------------------------------------- worker
+
+
+def _mix(*parts: int) -> int:
+    """A 63-bit seed from integers (stable across processes, unlike ``hash``)."""
+    import hashlib
+
+    digest = hashlib.blake2b(",".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def _prepare_deepspeed(use_gpu: bool):
+    """Import DeepSpeed for this worker (CPU: CPU accelerator, no shm comm op build)."""
+    if not use_gpu:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    import importlib
+
+    import deepspeed
+
+    # (``import deepspeed.comm.torch as m`` would give the torch package: deepspeed.comm
+    # re-exports ``torch`` under that name.)
+    ds_torch = importlib.import_module("deepspeed.comm.torch")
+    if not use_gpu and os.environ.get("GUARDRAY_DS_SHM_COMM", "0") != "1":
+        # The shm all-reduce op is JIT-compiled on first use (~45 s on 2 cores) and only
+        # helps inference; gloo does the training collectives. Set GUARDRAY_DS_SHM_COMM=1
+        # (with a cached TORCH_EXTENSIONS_DIR) to keep it.
+        ds_torch.build_shm_op = lambda: None
+    return deepspeed
+
+
+def param_groups(model, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: no weight decay on biases, LayerNorm weights and other 1-d tensors."""
+    decay, no_decay, seen = [], [], set()
+    for name, p in model.named_parameters():
+        if not p.requires_grad or id(p) in seen:  # tied weights appear once
+            continue
+        seen.add(id(p))
+        exempt = p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name or name.endswith(".bias")
+        (no_decay if exempt else decay).append(p)
+    return [g for g in ({"params": decay, "weight_decay": weight_decay},
+                        {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
+    """Ray Train worker function (see the module docstring).
+
+    Args:
+        config: ``{"cfg": PretrainConfig as JSON, "base": model folder, "plan": LoopPlan
+            fields, "info": TokenizerInfo, "log_dir": folder, "probe_texts": [str]}``.
+
+    Returns:
+        (rank 0's is ``Result.return_value``) ``{"global_step", "start_step", "total_steps",
+        "probe_logits": [[float]], "metrics": last window}``.
+    """
+    import torch
+
+    import ray.train
+
+    from guardray.train.gip_config import PretrainConfig
+
+    cfg = PretrainConfig.model_validate(config["cfg"])
+    plan = LoopPlan(**config["plan"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    threads = cfg.train.torch_threads or max(1, math.ceil(cfg.workers.cpus_per_worker))
+    torch.set_num_threads(threads)
+    deepspeed = _prepare_deepspeed(cfg.workers.use_gpu)
+    engine, model = _build_engine(deepspeed, cfg, config["base"], plan, world)
+    start_step = _restore(engine)
+    log_dir = config["log_dir"]
+    _write_worker_record(log_dir, rank, start_step)
+    state = _Run(cfg, plan, engine, model, rank, world, log_dir, start_step)
+    try:
+        if start_step < plan.total_steps:
+            state.train(config["info"])
+        else:
+            log.info("rank %d: the run already finished (%d steps); nothing to train", rank,
+                     start_step)
+        probe = _probe_logits(engine, config["base"], config.get("probe_texts") or [], cfg)
+    finally:
+        state.close()
+    return {"global_step": state.global_step, "start_step": start_step,
+            "total_steps": plan.total_steps, "probe_logits": probe, "metrics": state.last_metrics}
+
+
+def _build_engine(deepspeed, cfg, base: str, plan: LoopPlan, world: int):
+    import torch
+
+    from guardray.modeling.gip_model import GIPModel
+    from guardray.train.deepspeed_config import build_deepspeed_config
+
+    torch.manual_seed(cfg.train.seed)  # new heads (e.g. MiniLM's MLM head) equal on all ranks
+    model = GIPModel.from_pretrained(base, num_labels=2,
+                                     trust_remote_code=cfg.model.trust_remote_code)
+    ds_config = build_deepspeed_config(cfg.train, total_steps=plan.total_steps, world_size=world)
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, model_parameters=param_groups(model, cfg.train.weight_decay),
+        config=ds_config)
+    return engine, model
+
+
+def _restore(engine) -> int:
+    """Load the latest Ray Train checkpoint into ``engine``; returns its global step (0: none)."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return 0
+    with checkpoint.as_directory() as folder:
+        with open(os.path.join(folder, LOOP_STATE), encoding="utf-8") as fh:
+            state = json.load(fh)
+        path, _ = engine.load_checkpoint(folder, tag=DS_TAG, load_optimizer_states=True,
+                                         load_lr_scheduler_states=True)
+        if path is None:
+            raise RuntimeError(f"DeepSpeed found no checkpoint {DS_TAG!r} in {folder}")
+    log.info("resumed from the checkpoint of step %d", state["global_step"])
+    return int(state["global_step"])
+
+
+def _write_worker_record(log_dir: str, rank: int, start_step: int) -> None:
+    folder = os.path.join(log_dir, "workers")
+    os.makedirs(folder, exist_ok=True)
+    record = {"rank": rank, "pid": os.getpid(), "host": socket.gethostname(),
+              "start_step": start_step, "time": time.time()}
+    tmp = os.path.join(folder, f".rank{rank}.json.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(record, fh)
+    os.replace(tmp, os.path.join(folder, f"rank{rank}.json"))
+
+
+class _Run:
+    """The mutable state of one worker's attempt (step counters, metric windows, writers)."""
+
+    def __init__(self, cfg, plan: LoopPlan, engine, model, rank: int, world: int, log_dir: str,
+                 start_step: int):
+        import torch
+
+        from guardray.losses.gip import AliceParams
+
+        self.cfg, self.plan, self.engine, self.model = cfg, plan, engine, model
+        self.rank, self.world, self.log_dir = rank, world, log_dir
+        self.start_step = self.global_step = start_step
+        self.device = engine.device if cfg.workers.use_gpu else torch.device("cpu")
+        self.alice = AliceParams(**cfg.loss.alice.model_dump())
+        self.weights = tuple(float(w) for w in cfg.loss.weights)
+        self.generator = torch.Generator(device="cpu")
+        self.last_metrics: dict[str, float] = {}
+        self._step_terms: list[dict] = []
+        self._reset_window()
+        self.writer = self.history = None
+        if rank == 0:
+            from tensorboardX import SummaryWriter
+
+            self.writer = SummaryWriter(os.path.join(log_dir, "tensorboard"))
+            self.history = open(os.path.join(log_dir, HISTORY), "a", encoding="utf-8")
+        # Dropout RNG: a function of (seed, rank, step), so a resumed attempt is reproducible.
+        torch.manual_seed(cfg.train.seed * 1_000_003 + rank * 7919 + start_step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if self.history is not None:
+            self.history.close()
+
+    def _reset_window(self) -> None:
+        self.window = {k: 0.0 for k in TERMS}
+        self.window_micro = self.window_tokens = self.window_samples = 0
+        self.window_start = time.perf_counter()
+
+    def train(self, info) -> None:
+        import ray.train
+
+        from guardray.train.gip_data import GIPDataParams, iter_gip_batches
+
+        d = self.cfg.data
+        params = GIPDataParams(
+            max_length=self.cfg.model.max_length, batch_size=self.cfg.train.batch_size,
+            mlm_probability=d.mlm_probability, rationale_dropout=d.rationale_dropout,
+            seed=self.cfg.train.seed, splits=tuple(d.splits))
+        shard = ray.train.get_dataset_shard("train")
+        self.engine.train()
+        epoch, skip = self.plan.position(self.global_step)
+        while self.global_step < self.plan.total_steps:
+            steps = self.plan.micro_in_epoch(epoch)
+            batches = iter_gip_batches(shard, info, params, epoch=epoch, steps=steps, skip=skip,
+                                       local_shuffle_buffer_size=d.local_shuffle_buffer_size)
+            for _ in range(steps - skip):
+                self._micro_step(self._next_agreed(batches, epoch))
+            epoch, skip = epoch + 1, 0
+
+    def _next_agreed(self, batches, epoch: int) -> dict:
+        """The next batch, after every rank confirmed it has one (else all raise together)."""
+        import torch
+        import torch.distributed as dist
+
+        from guardray.train.gip_data import GIPDataError
+
+        batch, problem = None, ""
+        try:
+            batch = next(batches)
+        except StopIteration:
+            problem = "its data iterator ended"
+        except GIPDataError as exc:
+            problem = str(exc)
+        flag = torch.tensor([0 if batch is None else 1], dtype=torch.int64,
+                            device=self.device)
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        if int(flag.item()) == 0:
+            mine = f"this rank ({self.rank}): {problem}" if problem else "this rank had a batch"
+            raise GIPDataError(
+                f"a worker ran out of data at epoch {epoch}, step {self.global_step} "
+                f"(planned {self.plan.total_steps}); all ranks stop together; {mine}")
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    def _micro_step(self, batch: dict) -> None:
+        engine = self.engine
+        # ALICE++ noise and layer: a function of (seed, step, micro-batch) only, the SAME on
+        # every rank: under ZeRO-3 all ranks must run identical passes (the perturbed layer
+        # sets how deep ALICE++'s inner backward goes, i.e. which partitions get gathered);
+        # different layers per rank desynchronise the all-gathers and crash gloo.
+        self.generator.manual_seed(_mix(self.cfg.train.seed, self.global_step,
+                                        len(self._step_terms)))
+        out = gip_step(engine, batch, weights=self.weights, alice_params=self.alice,
+                       num_layers=self.model.num_layers, hidden_size=self.model.hidden_size,
+                       generator=self.generator)
+        engine.backward(out["loss"])
+        boundary = engine.is_gradient_accumulation_boundary()
+        engine.step()
+        out["loss"] = float(out["loss"].detach())
+        for k in TERMS:
+            self.window[k] += out[k]
+        self.window_micro += 1
+        out["tokens"] = int(batch["attention_mask"].sum())
+        out["samples"] = int(batch["input_ids"].shape[0])
+        self.window_tokens += out["tokens"]
+        self.window_samples += out["samples"]
+        self._step_terms.append(out)
+        if not boundary:
+            return
+        self.global_step += 1
+        self._write_history(self._step_terms)
+        self._step_terms = []
+        step = self.global_step
+        last = step >= self.plan.total_steps
+        ckpt = last or step % self.cfg.train.checkpoint_every_steps == 0
+        if ckpt or step % self.cfg.train.log_every_steps == 0:
+            metrics = self._window_metrics()
+            if ckpt:
+                self._checkpoint(metrics, final=last)
+            else:
+                import ray.train
+
+                ray.train.report(metrics)
+
+    def _lr(self) -> float:
+        return float(self.engine.get_lr()[0])
+
+    def _write_history(self, terms: list[dict]) -> None:
+        if self.history is None:
+            return
+        n = len(terms)
+        rec = {"step": self.global_step, "attempt_start": self.start_step,
+               "epoch": self.plan.position(self.global_step - 1)[0], "lr": self._lr(),
+               **{k: sum(t[k] for t in terms) / n for k in TERMS},
+               "layers": [t["layer"] for t in terms],
+               "tokens": sum(t["tokens"] for t in terms),  # this rank's real tokens
+               "samples": sum(t["samples"] for t in terms), "time": time.time()}
+        self.history.write(json.dumps(rec) + "\n")
+        self.history.flush()
+
+    def _window_metrics(self) -> dict[str, float]:
+        """Means over the window and all ranks; throughput of the whole worker group."""
+        import torch
+        import torch.distributed as dist
+
+        elapsed = time.perf_counter() - self.window_start
+        vec = torch.tensor([self.window[k] for k in TERMS] + [
+            self.window_micro, self.window_tokens, self.window_samples], dtype=torch.float64,
+            device=self.device)
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(vec, op=dist.ReduceOp.SUM)
+        vals = vec.tolist()
+        micro = max(1.0, vals[len(TERMS)])
+        metrics = {k: vals[i] / micro for i, k in enumerate(TERMS)}
+        metrics.update(
+            step=self.global_step, epoch=self.plan.position(self.global_step - 1)[0],
+            lr=self._lr(), tokens_per_s=vals[len(TERMS) + 1] / max(elapsed, 1e-9),
+            samples_per_s=vals[len(TERMS) + 2] / max(elapsed, 1e-9),
+            attempt_start=self.start_step)
+        if self.writer is not None:
+            for k, v in metrics.items():
+                if k not in ("step", "attempt_start"):
+                    self.writer.add_scalar(f"train/{k}", v, self.global_step)
+            self.writer.flush()
+        self.last_metrics = metrics
+        self._reset_window()
+        return metrics
+
+    def _checkpoint(self, metrics: dict[str, float], *, final: bool) -> None:
+        import ray.train
+        from ray.train import Checkpoint
+
+        folder = tempfile.mkdtemp(prefix=f"gip-ckpt-{self.global_step}-r{self.rank}-")
+        try:
+            self.engine.save_checkpoint(folder, tag=DS_TAG)
+            if final:
+                _save_consolidated(self.engine, self.model, folder, self.rank,
+                                   self.cfg.train.zero_stage)
+            if self.rank == 0:
+                with open(os.path.join(folder, LOOP_STATE), "w", encoding="utf-8") as fh:
+                    json.dump({"global_step": self.global_step, "total_steps":
+                               self.plan.total_steps, "final": final,
+                               "plan": dataclasses.asdict(self.plan)}, fh)
+            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder),
+                             checkpoint_dir_name=f"checkpoint_{self.global_step:09d}")
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def consolidated_state_dict(engine, model, zero_stage: int) -> dict[str, Any] | None:
+    """The full GIPModel state dict in fp32 (on every rank; ZeRO-3 partitions gathered).
+
+    Tied tensors (the MLM decoder shares the input embeddings) are cloned apart so that
+    safetensors can store both names.
+    """
+    import torch
+
+    def dump() -> dict[str, Any]:
+        return {k: v.detach().to("cpu", torch.float32).clone().contiguous()
+                for k, v in model.state_dict().items()}
+
+    if zero_stage == 3:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
+            return dump()
+    return dump()
+
+
+def _save_consolidated(engine, model, folder: str, rank: int, zero_stage: int) -> None:
+    from safetensors.torch import save_file
+
+    state = consolidated_state_dict(engine, model, zero_stage)  # collective under ZeRO-3
+    if rank == 0:
+        save_file(state, os.path.join(folder, CONSOLIDATED), metadata={"format": "pt"})
+
+
+def _probe_logits(engine, base: str, texts: list[str], cfg) -> list[list[float]]:
+    """Class logits of the trained model on ``texts`` (every rank runs it: ZeRO-3 forward)."""
+    if not texts:
+        return []
+    import torch
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(base, trust_remote_code=cfg.model.trust_remote_code)
+    enc = tok(list(texts), padding=True, truncation=True, max_length=cfg.model.max_length,
+              return_tensors="pt")
+    device = engine.device if cfg.workers.use_gpu else torch.device("cpu")
+    engine.eval()
+    with torch.no_grad():
+        logits = engine(input_ids=enc["input_ids"].to(device),
+                        attention_mask=enc["attention_mask"].to(device), head="cls")
+    engine.train()
+    return logits.float().cpu().tolist()
