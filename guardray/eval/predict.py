@@ -111,6 +111,12 @@ class ClassifierPredictor:
         self.model = AutoModelForSequenceClassification.from_pretrained(
             spec.model, use_safetensors=True, trust_remote_code=spec.trust_remote_code)
         self.model.to(self.device).eval()
+        from guardray.modeling.limits import max_input_tokens
+
+        self.max_length = max_input_tokens(self.model.config, spec.max_length)
+        if self.max_length < spec.max_length:
+            log.info("max_length %d capped at %d, the positions %s accepts", spec.max_length,
+                     self.max_length, spec.model)
         self.index = unsafe_index(self.model.config.id2label, spec.unsafe_label)
         self.sep = self.tokenizer.sep_token or "[SEP]"
 
@@ -130,7 +136,7 @@ class ClassifierPredictor:
         started = time.perf_counter()
         texts = [str(t) for t in batch[S.TEXT].tolist()]
         enc = self.tokenizer(self.inputs(texts, batch[S.POLICY_ID].tolist()), padding=True,
-                             truncation=True, max_length=self.spec.max_length,
+                             truncation=True, max_length=self.max_length,
                              return_tensors="pt")
         enc = {k: v.to(self.device) for k, v in enc.items()}
         with torch.inference_mode():

@@ -1,1 +1,2 @@
-"""Models: resolving the embedded offline defaults and (later) encoder classifier heads."""
+"""Models: the embedded offline defaults, the GIP model (encoder + classification and MLM heads)
+and the token limits of encoders."""
