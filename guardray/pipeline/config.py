@@ -54,6 +54,46 @@ class SplitConfig(StrictModel):
         return self
 
 
+class StageSection(StrictModel):
+    """One chained stage: its own job config file, plus overrides.
+
+    The pipeline loads ``config`` with the stage's config class, applies ``overrides``
+    (``key=value``, as on the command line), then sets what chains the stages together:
+    input and output folders under the pipeline's ``output_dir``, policies, seed, splits,
+    models, Ray connection and storage options (`guardray.pipeline.wiring`).
+
+    Attributes:
+        enabled: run the stage.
+        config: the stage's YAML file.
+        overrides: ``key=value`` changes to that file for this pipeline.
+    """
+
+    enabled: bool = True
+    config: str
+    overrides: list[str] = Field(default_factory=list)
+
+
+def _stage(path: str, enabled: bool = True):
+    return Field(default_factory=lambda: StageSection(config=path, enabled=enabled))
+
+
+class StagesConfig(StrictModel):
+    """The chained stages after the seed shards, in the order they run.
+
+    Attributes:
+        generate: synthetic data and its dedup step (off: later stages train on the seed
+            rows, the policies' own examples).
+        pretrain: guardrail instruction pretraining (GIP).
+        finetune: per-policy classifiers (GuardFormer fine-tunes the GIP checkpoint).
+        evaluate: each fine-tuned classifier on its policy's test rows.
+    """
+
+    generate: StageSection = _stage("configs/generate.yaml")
+    pretrain: StageSection = _stage("configs/pretrain.yaml")
+    finetune: StageSection = _stage("configs/finetune.yaml")
+    evaluate: StageSection = _stage("configs/evaluate.yaml")
+
+
 class PipelineConfig(JobConfig):
     """The end-to-end job: policies -> data -> models -> merged guard -> evaluation.
 
@@ -63,6 +103,7 @@ class PipelineConfig(JobConfig):
         seed: global seed (splits, sampling).
         splits: validation/test fractions.
         models: generator and embedder.
+        stages: the chained stages (generate, pretrain, finetune, evaluate).
         ray: Ray connection.
         storage_options: S3 settings (endpoint_url, key, secret...) for ``s3://`` outputs.
     """
@@ -74,5 +115,6 @@ class PipelineConfig(JobConfig):
     seed: int = 0
     splits: SplitConfig = Field(default_factory=SplitConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
+    stages: StagesConfig = Field(default_factory=StagesConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     storage_options: dict[str, Any] = Field(default_factory=dict)

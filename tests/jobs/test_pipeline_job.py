@@ -5,33 +5,84 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import pytest
 
 from guardray import schema as S
 from guardray.config import load_config
 from guardray.pipeline.config import PipelineConfig
 
 REPO = Path(__file__).resolve().parents[2]
+DEBUG = REPO / "configs/debug/pipeline.yaml"
 
 
-def test_pipeline_debug_config_writes_seed_shards_manifest_and_report(ray_session, tmp_path, monkeypatch, capsys):
+def test_debug_pipeline_chains_seed_pretrain_finetune_evaluate(ray_session, tmp_path, monkeypatch,
+                                                               capsys):
+    from transformers import AutoModelForSequenceClassification
+
     from jobs.pipeline import main
 
     monkeypatch.chdir(REPO)
-    cfg = load_config(PipelineConfig, REPO / "configs/debug/pipeline.yaml", [f"output_dir={tmp_path}"])
-    main(cfg)
+    main(load_config(PipelineConfig, DEBUG, [f"output_dir={tmp_path}"]))
 
     table = pq.read_table(tmp_path / "seed" / "part-00000.parquet")
-    assert table.column_names == list(S.COLUMNS)
+    assert table.column_names == list(S.COLUMNS) and table.num_rows == 24
     assert set(table.column(S.POLICY_ID).to_pylist()) == {"tax", "finance"}
-    assert table.num_rows == 24
-    assert sorted(set(table.column(S.SPLIT).to_pylist())) <= ["test", "train", "validation"]
-
     manifest = json.loads((tmp_path / "seed" / "manifest.json").read_text())
-    assert manifest["counts"]["in"] == manifest["counts"]["out"] == 24
-    assert manifest["extra"]["per_policy"] == {"tax": {"unsafe": 6, "safe": 6}, "finance": {"unsafe": 6, "safe": 6}}
+    assert manifest["extra"]["per_policy"] == {"tax": {"unsafe": 6, "safe": 6},
+                                               "finance": {"unsafe": 6, "safe": 6}}
+
+    # the GIP export is what GuardFormer fine-tuned, and each classifier was evaluated
+    AutoModelForSequenceClassification.from_pretrained(tmp_path / "pretrain" / "model")
+    finetune = json.loads((tmp_path / "finetune" / "summary.json").read_text())
+    assert finetune["method"] == "guardformer"
+    assert finetune["base_model"] == str(tmp_path / "pretrain" / "model")
+    assert sorted(finetune["best"]) == ["finance", "tax"]
+    for policy in ("finance", "tax"):
+        metrics = json.loads((tmp_path / "evaluate" / policy / "metrics.json").read_text())
+        row = metrics["datasets"][0]
+        test_rows = table.filter(pc.and_(pc.equal(table[S.POLICY_ID], policy),
+                                            pc.equal(table[S.SPLIT], "test")))
+        assert row["n"] == test_rows.num_rows > 0  # only that policy's test rows
 
     report = (tmp_path / "report.md").read_text()
-    assert "| seed | done | 24 rows" in report
-    assert "| generate | not yet available |" in report  # never pretends a stage ran
+    for stage in ("policies", "seed", "pretrain", "finetune", "evaluate"):
+        assert f"| {stage} | done |" in report, stage
+    assert "| generate | skipped |" in report and "| dedup | skipped |" in report
+    assert "| merge | not yet available |" in report  # never pretends a stage ran
+    assert "| tax | tax/seed0 |" in report and "| finance | finance/seed0 |" in report
     assert report in capsys.readouterr().out
+
+
+def test_a_failing_stage_is_reported_and_raised(ray_session, tmp_path, monkeypatch):
+    from guardray.eval.datasets import DatasetError
+    from jobs.pipeline import main
+
+    monkeypatch.chdir(REPO)
+    cfg = load_config(PipelineConfig, DEBUG, [
+        f"output_dir={tmp_path}", "stages.pretrain.enabled=false",
+        "stages.finetune.overrides=[method=policyguard, 'policy_ids=[nope]']"])
+    with pytest.raises(DatasetError, match="no rows of policy 'nope'"):
+        main(cfg)
+    report = (tmp_path / "report.md").read_text()
+    assert "| seed | done |" in report and "| pretrain | skipped |" in report
+    assert "| finetune | failed | DatasetError: no rows of policy 'nope'" in report
+    assert "| evaluate | skipped |" in report
+
+
+@pytest.mark.slow
+def test_debug_pipeline_with_generation_and_dedup(ray_session, tmp_path, monkeypatch):
+    from jobs.pipeline import main
+
+    monkeypatch.chdir(REPO)
+    main(load_config(PipelineConfig, DEBUG, [
+        f"output_dir={tmp_path}", "stages.generate.enabled=true",
+        "policies=[configs/policies/tax.yaml]",
+        "stages.generate.overrides=[expand.unsafe_per_policy=6, expand.safe_per_policy=6]"]))
+    report = (tmp_path / "report.md").read_text()
+    for stage in ("seed", "generate", "dedup", "pretrain", "finetune", "evaluate"):
+        assert f"| {stage} | done |" in report, stage
+    finetune = json.loads((tmp_path / "finetune" / "summary.json").read_text())
+    assert finetune["groups"]["tax"]["train"]  # trained on the generated, deduplicated rows
+    assert json.loads((tmp_path / "generate" / "dedup" / "manifest.json").read_text())

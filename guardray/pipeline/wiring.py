@@ -1,0 +1,132 @@
+"""How the pipeline chains its stages: each stage's job config, with the folders that connect it.
+
+Every stage is configured by its own YAML file (``stages.<name>.config``) plus overrides; the
+pipeline then sets what ties the stages together, so one ``output_dir`` holds a whole run::
+
+    {output_dir}/seed                 policy examples as sample shards
+    {output_dir}/generate             raw synthetic shards (+ rejects, state, manifest)
+    {output_dir}/generate/dedup       samples without near-duplicates: the training data
+    {output_dir}/pretrain/model       the GIP checkpoint (Hugging Face folder)
+    {output_dir}/pretrain/ray         Ray Train run storage (checkpoints, TensorBoard)
+    {output_dir}/finetune/{policy}/seed{n}   per-policy classifiers
+    {output_dir}/evaluate/{policy}    metrics and report of each classifier on its test rows
+
+Pure config building: no Ray, no I/O beyond reading the stage YAML files.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from guardray.config.base import ConfigError
+from guardray.config.loader import load_config
+from guardray.io import uris
+from guardray.pipeline.config import PipelineConfig, StageSection
+
+
+def _set(key: str, value: Any) -> str:
+    """A ``key=value`` override whose value survives YAML parsing unchanged (JSON is YAML)."""
+    return f"{key}={json.dumps(value)}"
+
+
+def _common(cfg: PipelineConfig) -> list[str]:
+    return [_set("ray", cfg.ray.model_dump(mode="json")),
+            _set("storage_options", cfg.storage_options)]
+
+
+def _load(cls: type, stage: StageSection, name: str, wiring: list[str]):
+    try:
+        return load_config(cls, stage.config, [*stage.overrides, *wiring])
+    except ConfigError as exc:
+        raise ConfigError(f"pipeline stage {name!r} ({stage.config}): {exc}") from None
+
+
+def out(cfg: PipelineConfig, *parts: str) -> str:
+    """A folder under the pipeline's ``output_dir``."""
+    return uris.join_uri(uris.parse_uri(cfg.output_dir).uri, *parts)
+
+
+def generate_config(cfg: PipelineConfig):
+    """The generate stage's config: this run's policies, seed, splits and models."""
+    from guardray.synth.config import GenerateConfig
+
+    return _load(GenerateConfig, cfg.stages.generate, "generate", [
+        _set("output_dir", out(cfg, "generate")), _set("policies", cfg.policies),
+        _set("seed", cfg.seed), _set("splits", cfg.splits.model_dump(mode="json")),
+        _set("llm.model", cfg.models.generator),
+        _set("dedup.embedder.model", cfg.models.embedder), *_common(cfg)])
+
+
+def training_data_dir(cfg: PipelineConfig, generate=None) -> str:
+    """The shards the training stages read: generated and deduplicated, else the seed rows."""
+    if not cfg.stages.generate.enabled:
+        return out(cfg, "seed")
+    generate = generate or generate_config(cfg)
+    from guardray.synth.dedup_step import dedup_output_dir
+
+    return dedup_output_dir(generate) if generate.dedup.enabled else out(cfg, "generate")
+
+
+def diverse_policies_file(cfg: PipelineConfig) -> str:
+    """Where the generate stage records its synthetic policies (GuardFormer 3.3)."""
+    return out(cfg, "generate", "_state", "diverse_policies.json")
+
+
+def pretrain_config(cfg: PipelineConfig, data_dir: str, *, diverse: list[str] = ()):
+    """The GIP stage's config: reads ``data_dir``, exports to ``{output_dir}/pretrain``."""
+    from guardray.train.gip_config import PretrainConfig
+
+    return _load(PretrainConfig, cfg.stages.pretrain, "pretrain", [
+        _set("data.path", data_dir), _set("data.policies", cfg.policies),
+        _set("data.diverse_policies", list(diverse)), _set("train.seed", cfg.seed),
+        _set("output_dir", out(cfg, "pretrain")),
+        _set("storage_path", out(cfg, "pretrain", "ray")), *_common(cfg)])
+
+
+def gip_model_dir(pretrain) -> str:
+    """The Hugging Face folder a pretrain config's run exports (what GuardFormer fine-tunes)."""
+    from guardray.train.gip_ray import MODEL_DIR
+
+    return uris.join_uri(uris.parse_uri(pretrain.output_dir).uri, MODEL_DIR)
+
+
+def finetune_config(cfg: PipelineConfig, data_dir: str, gip_model: str | None):
+    """The fine-tune stage's config; GuardFormer starts from ``gip_model`` when there is one.
+
+    Raises:
+        ConfigError: the GuardFormer method without a GIP checkpoint (pretrain disabled and
+            no ``model.base`` given in the stage's overrides).
+    """
+    from guardray.train.finetune_config import FinetuneConfig
+
+    stage = cfg.stages.finetune
+    wiring = [_set("data.path", data_dir), _set("policies", cfg.policies),
+              _set("output_dir", out(cfg, "finetune")), _set("overwrite", True),
+              *_common(cfg)]
+    probe = _load(FinetuneConfig, stage, "finetune", wiring)
+    base_overridden = any(o.split("=", 1)[0].strip() == "model.base" for o in stage.overrides)
+    if probe.method == "guardformer" and not base_overridden:
+        if gip_model is None:
+            raise ConfigError(
+                "pipeline stage 'finetune': method guardformer fine-tunes a GIP checkpoint, "
+                "but stages.pretrain is disabled; enable it, set a model.base override, or "
+                "use method policyguard")
+        return _load(FinetuneConfig, stage, "finetune", [*wiring, _set("model.base", gip_model)])
+    return probe
+
+
+def evaluate_config(cfg: PipelineConfig, data_dir: str, policy_id: str, model_dir: str):
+    """The evaluation of one policy's classifier on that policy's test rows.
+
+    The decision threshold is chosen on the policy's validation rows, never the test rows.
+    """
+    from guardray.eval.config import EvaluateConfig
+
+    data = {"path": data_dir, "split": "test", "name": f"{policy_id}-test"}
+    validation = {"path": data_dir, "split": "validation", "name": f"{policy_id}-validation"}
+    return _load(EvaluateConfig, cfg.stages.evaluate, "evaluate", [
+        _set("model", model_dir), _set("judge", None), _set("policy", policy_id),
+        _set("policies", cfg.policies), _set("data", [data]),
+        _set("validation_data", validation),
+        _set("output_dir", out(cfg, "evaluate", policy_id)), *_common(cfg)])

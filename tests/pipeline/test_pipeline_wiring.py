@@ -1,0 +1,85 @@
+"""How the pipeline chains its stages' configs (no Ray: configs only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from guardray.config import ConfigError, load_config
+from guardray.pipeline import wiring as W
+from guardray.pipeline.config import PipelineConfig
+from guardray.pipeline.runner import plan_stages
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _in_repo(monkeypatch):
+    monkeypatch.chdir(REPO)  # stage configs are repo-relative paths
+
+
+def pipeline(*overrides: str, path: str = "configs/pipeline.yaml") -> PipelineConfig:
+    return load_config(PipelineConfig, path, ["output_dir=/tmp/gr-pipe", *overrides])
+
+
+def test_every_stage_reads_the_previous_stages_folder():
+    cfg = pipeline("seed=5", "ray.num_cpus=3", "models.embedder=/models/emb")
+    plan = plan_stages(cfg)
+    assert plan.data_dir == "/tmp/gr-pipe/generate/dedup"
+    g = plan.generate
+    assert g.output_dir == "/tmp/gr-pipe/generate" and g.seed == 5
+    assert g.policies == cfg.policies and g.splits == cfg.splits
+    assert g.llm.model == cfg.models.generator and g.dedup.embedder.model == "/models/emb"
+    assert g.expand.unsafe_per_policy == 8  # the stage override from configs/pipeline.yaml
+    p = plan.pretrain
+    assert p.data.path == plan.data_dir and p.output_dir == "/tmp/gr-pipe/pretrain"
+    assert p.storage_path == "/tmp/gr-pipe/pretrain/ray" and p.train.seed == 5
+    f = plan.finetune
+    assert f.data.path == plan.data_dir and f.output_dir == "/tmp/gr-pipe/finetune"
+    assert f.method == "guardformer" and f.model.base == "/tmp/gr-pipe/pretrain/model"
+    for stage in (g, p, f, plan.evaluate):
+        assert stage.ray.num_cpus == 3
+
+
+def test_without_generation_the_stages_train_on_the_seed_rows():
+    plan = plan_stages(pipeline("stages.generate.enabled=false"))
+    assert plan.generate is None and plan.data_dir == "/tmp/gr-pipe/seed"
+    assert plan.pretrain.data.path == "/tmp/gr-pipe/seed"
+    plan = plan_stages(pipeline("stages.generate.overrides=[dedup.enabled=false]"))
+    assert plan.data_dir == "/tmp/gr-pipe/generate"  # dedup off: the raw shards
+
+
+def test_evaluation_is_per_policy_on_its_test_rows_threshold_on_validation():
+    cfg = pipeline()
+    e = W.evaluate_config(cfg, "/d", "tax", "/tmp/gr-pipe/finetune/tax/seed0")
+    assert e.model == "/tmp/gr-pipe/finetune/tax/seed0" and e.policy == "tax" and e.judge is None
+    assert [(d.path, d.split) for d in e.data] == [("/d", "test")]
+    assert (e.validation_data.path, e.validation_data.split) == ("/d", "validation")
+    assert e.output_dir == "/tmp/gr-pipe/evaluate/tax"
+
+
+def test_policyguard_or_an_explicit_base_needs_no_pretraining():
+    plan = plan_stages(pipeline("stages.pretrain.enabled=false",
+                                "stages.finetune.overrides=[method=policyguard]"))
+    assert plan.pretrain is None and plan.finetune.model.base == "embedded:all-minilm-l6-v2"
+    plan = plan_stages(pipeline("stages.pretrain.enabled=false", "stages.finetune.overrides="
+                                "[method=guardformer, model.base=/ckpt/gip]"))
+    assert plan.finetune.model.base == "/ckpt/gip"
+
+
+def test_inconsistent_stages_fail_before_anything_runs():
+    with pytest.raises(ConfigError, match="guardformer fine-tunes a GIP checkpoint"):
+        plan_stages(pipeline("stages.pretrain.enabled=false"))
+    with pytest.raises(ConfigError, match="enable stages.finetune"):
+        plan_stages(pipeline("stages.finetune.enabled=false"))
+    with pytest.raises(ConfigError, match=r"stage 'generate' \(configs/generate.yaml\).*expand"):
+        plan_stages(pipeline("stages.generate.overrides=[expand.unsafe_per_polcy=1]"))
+    with pytest.raises(ConfigError, match="stage 'pretrain'.*file not found"):
+        plan_stages(pipeline("stages.pretrain.config=configs/nope.yaml"))
+
+
+def test_debug_pipeline_plans_tiny_stages():
+    plan = plan_stages(pipeline(path="configs/debug/pipeline.yaml"))
+    assert plan.generate is None and plan.pretrain.model.base == "tiny:xlmr"
+    assert plan.finetune.model.base == plan.pretrain.output_dir + "/model"
