@@ -3,8 +3,8 @@
 Example (``configs/dedup.yaml``)::
 
     job: dedup
-    input_dir: outputs/pipeline/generate
-    output_dir: outputs/pipeline/dedup
+    input_dir: outputs/generate
+    output_dir: outputs/dedup
     scope: policy          # near-duplicates only within a policy (global: across policies)
     method: global         # global | per_batch | exact_only
     threshold: 0.9
@@ -124,8 +124,8 @@ class DedupConfig(DedupSettings, JobConfig):
 
     JOB_NAME: ClassVar[str] = "dedup"
 
-    input_dir: str = "outputs/pipeline/generate"
-    output_dir: str = "outputs/pipeline/dedup"
+    input_dir: str = "outputs/generate"
+    output_dir: str = "outputs/dedup"
     overwrite: bool = False
     ray: RayConfig = Field(default_factory=RayConfig)
     storage_options: dict[str, Any] = Field(default_factory=dict)

@@ -99,10 +99,12 @@ def build_dataset(cfg, base: str):
     """``(tokenised lazy Dataset, rows, TokenizerInfo, descriptions)`` for ``cfg``."""
     from transformers import AutoTokenizer
 
+    from guardray import schema as S
+    from guardray.io.ray_stats import count_by
     from guardray.train.gip_data import (
+        GIPDataError,
         GIPDataParams,
         TokenizerInfo,
-        count_rows,
         read_gip_dataset,
         tokenize_dataset,
     )
@@ -115,7 +117,16 @@ def build_dataset(cfg, base: str):
                            rationale_dropout=cfg.data.rationale_dropout, seed=cfg.train.seed,
                            splits=tuple(cfg.data.splits))
     ds = read_gip_dataset(cfg.data.path, cfg.storage_options or None, splits=params.splits)
-    rows = count_rows(ds)
+    # one pass over the policy_id column: the row count, and unknown policies as a plain
+    # GIPDataError here instead of an error wrapped in a Ray task during training
+    per_policy = {key[0]: n for key, n in count_by(ds, [S.POLICY_ID]).items()}
+    unknown = sorted(p for p in per_policy if p not in descriptions)
+    if unknown:
+        raise GIPDataError(f"{cfg.data.path}: unknown policy_id(s) {unknown}; known policies "
+                           f"(data.policies, data.diverse_policies): {sorted(descriptions)}")
+    rows = sum(per_policy.values())
+    log.info("GIP data: %d rows of splits %s: %s", rows, list(params.splits),
+             ", ".join(f"{k} {v}" for k, v in sorted(per_policy.items())))
     ds = tokenize_dataset(ds, base, descriptions, params, num_actors=cfg.data.tokenize_actors,
                           num_cpus=cfg.data.tokenize_cpus)
     return ds, rows, info, descriptions

@@ -206,3 +206,13 @@ def test_too_few_rows_fail_before_training(ray_session, tmp_path):
     with pytest.raises(GIPDataError, match="no training step: 12 row"):
         run_pretrain(debug_config(tmp_path, data))
     assert not (tmp_path / "ray" / "gip-debug").exists()  # no Ray Train run was started
+
+
+def test_unknown_policy_ids_fail_before_training(ray_session, tmp_path):
+    from guardray.train.gip_data import GIPDataError
+    from guardray.train.gip_ray import run_pretrain
+
+    data = write_gip_shards(tmp_path / "odd", n=32, shards=1, policy_ids=("tax", "nope"))
+    with pytest.raises(GIPDataError, match=r"unknown policy_id\(s\) \['nope'\].*'tax'"):
+        run_pretrain(debug_config(tmp_path, data))
+    assert not (tmp_path / "ray" / "gip-debug").exists()
