@@ -146,6 +146,10 @@ def _run_stages(cfg: PipelineConfig, plan: StagePlan, policies, report: Report) 
                 _run_evaluate(cfg, plan, best, report)
     except BaseException as exc:
         report.results[stage] = ("failed", f"{type(exc).__name__}: {str(exc)[:300]}")
+        order = [s.name for s in STAGES]
+        for later in order[order.index(stage) + 1:]:
+            if getattr(plan, later, None) is not None:
+                report.results[later] = ("not run", f"the {stage} stage failed")
         raise
 
 

@@ -68,7 +68,7 @@ def test_a_failing_stage_is_reported_and_raised(ray_session, tmp_path, monkeypat
     report = (tmp_path / "report.md").read_text()
     assert "| seed | done |" in report and "| pretrain | skipped |" in report
     assert "| finetune | failed | DatasetError: no rows of policy 'nope'" in report
-    assert "| evaluate | skipped |" in report
+    assert "| evaluate | not run | the finetune stage failed |" in report
 
 
 @pytest.mark.slow
