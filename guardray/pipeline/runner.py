@@ -227,14 +227,34 @@ def _run_finetune(fcfg, report: Report) -> dict[str, dict[str, Any]]:
 
 def _run_evaluate(cfg: PipelineConfig, plan: StagePlan, best: dict[str, dict[str, Any]],
                   report: Report) -> None:
-    from guardray.eval.runner import run_evaluation
+    """Evaluate each model on its policy's test rows (a multi-policy model on all of them).
 
+    A policy without test rows (small data, unlucky split) is reported as such, not failed.
+    """
+    from guardray.eval.runner import run_evaluation
+    from guardray.io.ray_data import read_shards_dataset
+    from guardray.io.ray_stats import count_by
+
+    so = cfg.storage_options or None
+    counts = count_by(read_shards_dataset(plan.data_dir, so), [S.POLICY_ID, S.SPLIT])
+    test_rows = {pid: n for (pid, split), n in counts.items() if split == "test"}
+    per_policy = plan.finetune.scope == "per_policy"
     done = []
     for group, record in sorted(best.items()):
-        ecfg = W.evaluate_config(cfg, plan.data_dir, group, record["checkpoint"])
+        model = f"{group}/seed{record['seed']}"
+        n_test = test_rows.get(group, 0) if per_policy else sum(test_rows.values())
+        if n_test == 0:
+            log.warning("evaluate: no test rows for %s in %s; skipped", group, plan.data_dir)
+            report.evaluation.append({"policy": group, "model": model, "n": 0, "precision": None,
+                                      "recall": None, "f1": None, "auroc": None,
+                                      "threshold": None})
+            done.append(f"{group}: no test rows")
+            continue
+        ecfg = W.evaluate_config(cfg, plan.data_dir, group if per_policy else None,
+                                 record["checkpoint"], name=group)
         metrics = run_evaluation(ecfg)
         row = metrics["datasets"][0]
-        report.evaluation.append({"policy": group, "model": f"{group}/seed{record['seed']}",
+        report.evaluation.append({"policy": group, "model": model,
                                   **{k: row.get(k) for k in ("n", "precision", "recall", "f1",
                                                               "auroc", "threshold")}})
         done.append(f"{group} test F1 {_num(row.get('f1'))} (n={row.get('n')})")

@@ -116,17 +116,19 @@ def finetune_config(cfg: PipelineConfig, data_dir: str, gip_model: str | None):
     return probe
 
 
-def evaluate_config(cfg: PipelineConfig, data_dir: str, policy_id: str, model_dir: str):
-    """The evaluation of one policy's classifier on that policy's test rows.
+def evaluate_config(cfg: PipelineConfig, data_dir: str, policy_id: str | None, model_dir: str,
+                    name: str | None = None):
+    """The evaluation of one classifier on its policy's test rows (all test rows: None).
 
-    The decision threshold is chosen on the policy's validation rows, never the test rows.
+    The decision threshold is chosen on the validation rows, never the test rows.
     """
     from guardray.eval.config import EvaluateConfig
 
-    data = {"path": data_dir, "split": "test", "name": f"{policy_id}-test"}
-    validation = {"path": data_dir, "split": "validation", "name": f"{policy_id}-validation"}
+    name = name or policy_id or "all"
+    data = {"path": data_dir, "split": "test", "name": f"{name}-test"}
+    validation = {"path": data_dir, "split": "validation", "name": f"{name}-validation"}
     return _load(EvaluateConfig, cfg.stages.evaluate, "evaluate", [
         _set("model", model_dir), _set("judge", None), _set("policy", policy_id),
         _set("policies", cfg.policies), _set("data", [data]),
         _set("validation_data", validation),
-        _set("output_dir", out(cfg, "evaluate", policy_id)), *_common(cfg)])
+        _set("output_dir", out(cfg, "evaluate", name)), *_common(cfg)])

@@ -86,3 +86,18 @@ def test_debug_pipeline_with_generation_and_dedup(ray_session, tmp_path, monkeyp
     finetune = json.loads((tmp_path / "finetune" / "summary.json").read_text())
     assert finetune["groups"]["tax"]["train"]  # trained on the generated, deduplicated rows
     assert json.loads((tmp_path / "generate" / "dedup" / "manifest.json").read_text())
+
+
+def test_a_policy_without_test_rows_is_reported_not_failed(ray_session, tmp_path, monkeypatch):
+    from jobs.pipeline import main
+
+    monkeypatch.chdir(REPO)
+    # seed 6 with these splits leaves tax without test rows (finance has 3)
+    main(load_config(PipelineConfig, DEBUG, [
+        f"output_dir={tmp_path}", "seed=6", "splits={validation: 0.25, test: 0.1}",
+        "stages.pretrain.enabled=false", "stages.finetune.overrides=[method=policyguard]"]))
+    report = (tmp_path / "report.md").read_text()
+    assert "| evaluate | done | finance test F1" in report and "tax: no test rows" in report
+    assert "| tax | tax/seed0 | 0 | - | - | - | - | - |" in report
+    assert (tmp_path / "evaluate" / "finance" / "metrics.json").is_file()
+    assert not (tmp_path / "evaluate" / "tax").exists()
