@@ -42,7 +42,9 @@ def build_tiny_tokenizer(out_dir: str | Path | None = None, vocab_size: int = 40
     Returns:
         The ``XLMRobertaTokenizerFast``.
     """
-    from tokenizers import SentencePieceUnigramTokenizer
+    import json
+
+    from tokenizers import SentencePieceUnigramTokenizer, Tokenizer
     from transformers import XLMRobertaTokenizerFast
 
     specials = ["<s>", "<pad>", "</s>", "<unk>"]
@@ -51,9 +53,17 @@ def build_tiny_tokenizer(out_dir: str | Path | None = None, vocab_size: int = 40
         _CORPUS * 4, vocab_size=vocab_size - 1, special_tokens=specials, unk_token="<unk>",
         show_progress=False,
     )
-    sp.add_special_tokens(["<mask>"])
+    # The trainer's scores differ in the last bits between processes (summation order) and
+    # it orders pieces of equal score by Rust hash-map iteration: ids and segmentations
+    # would differ between runs. Round the scores and break ties by the piece itself.
+    state = json.loads(sp.to_str())
+    vocab = state["model"]["vocab"]
+    rest = [[piece, round(score, 8)] for piece, score in vocab[len(specials):]]
+    state["model"]["vocab"] = vocab[:len(specials)] + sorted(rest, key=lambda p: (-p[1], p[0]))
+    backend = Tokenizer.from_str(json.dumps(state))
+    backend.add_special_tokens(["<mask>"])
     tok = XLMRobertaTokenizerFast(
-        tokenizer_object=sp,
+        tokenizer_object=backend,
         bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>",
         unk_token="<unk>", pad_token="<pad>", mask_token="<mask>",
         model_max_length=512,
