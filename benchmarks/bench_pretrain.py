@@ -4,21 +4,28 @@ Measures, on the same model (default: the embedded all-MiniLM-L6-v2) and the sam
 
 1. tokens/s and samples/s of the full job (`guardray.train.gip_ray.run_pretrain`: Ray Data
    streaming + tokenisation, Ray Train TorchTrainer, DeepSpeed ZeRO-2 fp32, all-reduce
-   guard, metric reports) with 1 and 2 workers, from the per-step timestamps rank 0 writes
-   to ``history.jsonl``;
-2. the same with a bare single-process loop: GIPModel + ``torch.optim.AdamW``, the same
-   `gip_step` (eq. 1), batches collated in the loop from rows tokenised beforehand;
-3. the cost of ALICE++: bare-loop step time with l2 = 0 against l2 > 0 (1 and 2 ascent
+   guard, metric reports) with 1 worker (``--repeats`` times) and 2 workers, from the
+   per-step timestamps rank 0 writes to ``history.jsonl``;
+2. a bare single-process loop: GIPModel + ``torch.optim.AdamW``, the same `gip_step`
+   (eq. 1), batches collated in the loop from rows tokenised beforehand; run before the
+   first Ray run and after each one, so every Ray run is bracketed by two bare runs;
+3. the same single-process loop through the job's DeepSpeed engine (ZeRO-2, 1-rank gloo
+   group), separating DeepSpeed's cost from Ray's;
+4. where the Ray runs' CPU goes during their timed steps (Train worker, tokenizer actors,
+   the other Ray processes, the rest of the machine, from ``/proc``) and how long the worker
+   waited for input per step (``data_wait_s`` in history.jsonl);
+5. the cost of ALICE++: bare-loop step time with l2 = 0 against l2 > 0 (1 and 2 ascent
    steps).
 
-Both loops skip the first ``--warmup`` steps (start-up, allocator warm-up) and time the rest
-(the Ray run's final step, which writes the final checkpoint, is left out too). The overhead
-is ``1 - ray_tokens_per_s / bare_tokens_per_s`` for the 1-worker run with the same torch
-threads. Prints a Markdown table; paste it into docs/BENCHMARKS.md.
+All loops skip the first ``--warmup`` steps (start-up, allocator warm-up) and time the rest
+(the Ray run's final step, which writes the final checkpoint, is left out too); rates use
+the median step time. The overhead of repeat r is ``1 - ray_r / mean(bare_r, bare_r+1)`` in
+tokens/s, same torch threads; the script prints each and their median. Prints Markdown
+tables; paste them into docs/BENCHMARKS.md.
 
 Usage:
     python benchmarks/bench_pretrain.py [--model embedded:all-minilm-l6-v2] [--steps 20]
-        [--batch-size 8] [--threads 2] [--skip-ray]
+        [--batch-size 8] [--threads 2] [--repeats 3] [--skip-ray] [--skip-variants]
 """
 
 from __future__ import annotations
@@ -27,7 +34,9 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
+import threading
 import tempfile
 import time
 from pathlib import Path
@@ -74,8 +83,6 @@ def rate(records: list[dict], warmup: int, world: int = 1) -> dict:
     On a shared machine load spikes hit single steps, so the rates use the MEDIAN step time
     (``s_per_step``); ``mean_s_per_step`` is the plain span / steps.
     """
-    import statistics
-
     timed = records[warmup:]
     times = [records[warmup - 1]["time"]] + [r["time"] for r in timed]
     steps = [b - a for a, b in zip(times, times[1:])]
@@ -87,64 +94,185 @@ def rate(records: list[dict], warmup: int, world: int = 1) -> dict:
             "tokens_per_s": tokens / med, "samples_per_s": samples / med}
 
 
-def bare_loop(cfg, base: str, data: Path, args) -> dict:
-    """Single process, no Ray/DeepSpeed: GIPModel + AdamW + gip_step on the same rows."""
-    import pyarrow.parquet as pq
-    import torch
-    from transformers import AutoTokenizer
+class Prepared:
+    """Rows tokenised once (outside the timed loop) and the collate parameters."""
 
-    from guardray.io.shards import list_shards
+    def __init__(self, cfg, base: str, data: Path):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        from transformers import AutoTokenizer
+
+        from guardray.io.shards import list_shards
+        from guardray.train.gip_data import GIPDataParams, GIPTokenizer, TokenizerInfo
+        from guardray.train.gip_ray import load_descriptions
+
+        self.info = TokenizerInfo.from_tokenizer(AutoTokenizer.from_pretrained(base))
+        self.params = GIPDataParams(
+            max_length=cfg.model.max_length, batch_size=cfg.train.batch_size,
+            mlm_probability=cfg.data.mlm_probability,
+            rationale_dropout=cfg.data.rationale_dropout, seed=0)
+        table = pa.concat_tables([pq.read_table(p) for p in list_shards(str(data))])
+        self.tokenized = GIPTokenizer(base, load_descriptions(cfg), cfg.model.max_length)(table)
+
+    def batch(self, step: int, bs: int) -> dict:
+        from guardray.train.gip_data import collate_batch
+
+        part = self.tokenized.slice((step * bs) % (self.tokenized.num_rows - bs), bs)
+        return collate_batch({c: part.column(c).to_numpy(zero_copy_only=False)
+                              for c in part.column_names}, self.info, self.params, epoch=0)
+
+
+def single_process_loop(cfg, base: str, prepared: Prepared, args, *,
+                        deepspeed_engine: bool = False) -> dict:
+    """One process, no Ray: GIPModel + `gip_step` on pre-tokenised rows.
+
+    ``deepspeed_engine=False``: plain ``torch.optim.AdamW`` + grad clipping (the bare loop).
+    ``True``: the same DeepSpeed config the job builds (ZeRO-2, torch AdamW, clipping, LR
+    schedule) on a 1-rank gloo process group, i.e. DeepSpeed's cost without Ray's.
+    """
+    import torch
+
     from guardray.losses.gip import AliceParams
     from guardray.modeling.gip_model import GIPModel
-    from guardray.train.gip_data import GIPDataParams, GIPTokenizer, TokenizerInfo, collate_batch
     from guardray.train.gip_loop import gip_step, param_groups
-    from guardray.train.gip_ray import load_descriptions
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    tok = AutoTokenizer.from_pretrained(base)
-    info = TokenizerInfo.from_tokenizer(tok)
-    params = GIPDataParams(max_length=cfg.model.max_length, batch_size=cfg.train.batch_size,
-                           mlm_probability=cfg.data.mlm_probability,
-                           rationale_dropout=cfg.data.rationale_dropout, seed=0)
-    import pyarrow as pa
-
-    table = pa.concat_tables([pq.read_table(p) for p in list_shards(str(data))])
-    tokenized = GIPTokenizer(base, load_descriptions(cfg), cfg.model.max_length)(table)
     model = GIPModel.from_pretrained(base)
     model.train()
-    opt = torch.optim.AdamW(param_groups(model, cfg.train.weight_decay), lr=cfg.train.lr)
+    groups = param_groups(model, cfg.train.weight_decay)
+    if deepspeed_engine:
+        engine = _deepspeed_engine(cfg, model, groups, args.steps)
+    else:
+        engine = model
+        opt = torch.optim.AdamW(groups, lr=cfg.train.lr)
     alice = AliceParams(**cfg.loss.alice.model_dump())
     gen = torch.Generator()
     records = []
     bs = cfg.train.batch_size
     for step in range(args.steps):
-        start = (step * bs) % (tokenized.num_rows - bs)
-        part = tokenized.slice(start, bs)
-        batch = collate_batch({c: part.column(c).to_numpy(zero_copy_only=False)
-                               for c in part.column_names}, info, params, epoch=0)
+        batch = prepared.batch(step, bs)
         gen.manual_seed(step)
-        out = gip_step(model, batch, weights=tuple(cfg.loss.weights), alice_params=alice,
+        out = gip_step(engine, batch, weights=tuple(cfg.loss.weights), alice_params=alice,
                        num_layers=model.num_layers, hidden_size=model.hidden_size,
                        generator=gen)
-        out["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        records.append({"time": time.time(), "tokens": int(batch["attention_mask"].sum()),
-                        "samples": bs, "loss": float(out["loss"])})
-    return rate(records, args.warmup)
+        if deepspeed_engine:
+            engine.backward(out["loss"])
+            engine.step()
+        else:
+            out["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        records.append({"time": time.time(), "cpu": time.process_time(),
+                        "tokens": int(batch["attention_mask"].sum()), "samples": bs})
+    result = rate(records, args.warmup)
+    timed = records[args.warmup - 1:]
+    result["cpu_s_per_step"] = (timed[-1]["cpu"] - timed[0]["cpu"]) / (len(timed) - 1)
+    if deepspeed_engine:
+        torch.distributed.destroy_process_group()
+    return result
+
+
+def _deepspeed_engine(cfg, model, groups, steps: int):
+    import socket
+
+    from guardray.train.deepspeed_config import build_deepspeed_config
+    from guardray.train.gip_loop import _prepare_deepspeed
+
+    with socket.socket() as sock:  # a free port for the 1-rank gloo group
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0",
+                      WORLD_SIZE="1", LOCAL_RANK="0")
+    deepspeed = _prepare_deepspeed(use_gpu=False)
+    deepspeed.init_distributed(dist_backend="gloo")
+    ds_config = build_deepspeed_config(cfg.train, total_steps=steps, world_size=1)
+    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=groups,
+                                           config=ds_config)
+    return engine
+
+
+class CpuWindow(threading.Thread):
+    """CPU seconds of every process on the machine over the Ray run's timed steps.
+
+    Watches rank 0's ``history.jsonl``; snapshots ``/proc/*/stat`` (utime + stime) when
+    ``start`` lines exist and again at ``end`` lines, then groups the deltas: the Train
+    worker(s), the tokenizer actors, other Ray processes (controller, coordinators, raylet,
+    GCS, idle workers, ...), and everything else on the machine (this script included).
+    """
+
+    def __init__(self, history: Path, start: int, end: int):
+        super().__init__(daemon=True)
+        self.history, self.start_line, self.end_line = history, start, end
+        self.result: dict | None = None
+
+    def _lines(self) -> int:
+        try:
+            return len(self.history.read_text().splitlines())
+        except OSError:
+            return 0
+
+    @staticmethod
+    def _snapshot() -> dict[str, tuple[float, str]]:
+        tick = os.sysconf("SC_CLK_TCK")
+        out = {}
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/stat", encoding="utf-8") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+                with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                    cmd = fh.read().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            out[pid] = ((int(fields[11]) + int(fields[12])) / tick, cmd)
+        return out
+
+    def run(self) -> None:
+        while self._lines() < self.start_line:
+            time.sleep(0.05)
+        a, ta = self._snapshot(), time.time()
+        while self._lines() < self.end_line:
+            time.sleep(0.05)
+        b, tb = self._snapshot(), time.time()
+        groups = {"train worker(s)": 0.0, "tokenizer actors": 0.0, "other Ray processes": 0.0,
+                  "rest of the machine": 0.0}
+        for pid, (cpu, cmd) in b.items():
+            delta = cpu - a.get(pid, (0.0, ""))[0]
+            if "RayTrainWorker" in cmd:
+                groups["train worker(s)"] += delta
+            elif "MapWorker" in cmd or "GIPTokenizer" in cmd:
+                groups["tokenizer actors"] += delta
+            elif "ray::" in cmd or "/ray/" in cmd:
+                groups["other Ray processes"] += delta
+            else:
+                groups["rest of the machine"] += delta
+        self.result = {"seconds": tb - ta, "steps": self.end_line - self.start_line,
+                       "cpu_s": groups}
 
 
 def ray_loop(cfg, args) -> dict:
-    from guardray.train.gip_ray import run_pretrain
+    from guardray.train.gip_ray import resolve_log_dir, run_pretrain
 
+    history = Path(resolve_log_dir(cfg)) / "history.jsonl"
+    # timed window: after the warm-up steps, up to the step before the final checkpoint
+    monitor = CpuWindow(history, args.warmup, args.steps - 1)
+    monitor.start()
     summary = run_pretrain(cfg)
+    monitor.join(timeout=30)
     hist = [json.loads(x) for x in (Path(summary["log_dir"]) / "history.jsonl")
             .read_text().splitlines()]
     hist = [h for h in hist if h["attempt_start"] == 0][:-1]  # drop the final-checkpoint step
-    return {**rate(hist, args.warmup, cfg.workers.num_workers),
-            "job_seconds": summary["seconds"]}
+    result = {**rate(hist, args.warmup, cfg.workers.num_workers),
+              "job_seconds": summary["seconds"],
+              "data_wait_s_per_step": statistics.median(h["data_wait_s"]
+                                                        for h in hist[args.warmup:])}
+    if monitor.result:
+        window = monitor.result
+        result["cpu_cores"] = {k: v / window["seconds"] for k, v in window["cpu_s"].items()}
+        result["cpu_s_per_step"] = (window["cpu_s"]["train worker(s)"] / window["steps"]
+                                    / cfg.workers.num_workers)
+    return result
 
 
 def main() -> None:
@@ -157,7 +285,10 @@ def main() -> None:
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--threads", type=int, default=2, help="torch threads (bare and per worker)")
     p.add_argument("--cpus-per-worker", type=float, default=0.5)
+    p.add_argument("--repeats", type=int, default=3,
+                   help="bare/Ray pairs, interleaved (the overhead is their median)")
     p.add_argument("--skip-ray", action="store_true")
+    p.add_argument("--skip-two-workers", action="store_true")
     p.add_argument("--skip-variants", action="store_true", help="no ALICE++ cost rows")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     args = p.parse_args()
@@ -169,55 +300,81 @@ def main() -> None:
     data = write_rows(tmp / "data", args.rows)
     results: dict[str, dict] = {}
     full = make_config(tmp, data, args, workers=1, name="w1")
-    results["bare, full eq. 1 (ALICE++ 1 step)"] = bare_loop(full, base, data, args)
+    prepared = Prepared(full, base, data)
+    results["bare 1"] = single_process_loop(full, base, prepared, args)
+    results["DeepSpeed ZeRO-2, 1 process, no Ray"] = single_process_loop(
+        full, base, prepared, args, deepspeed_engine=True)
     if not args.skip_variants:
-        variants(results, tmp, data, base, args)
+        variants(results, tmp, data, base, prepared, args)
     if not args.skip_ray:
         import ray
 
         ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
                  configure_logging=False)
-        results["Ray Train + DeepSpeed, 1 worker"] = ray_loop(full, args)
-        results["Ray Train + DeepSpeed, 2 workers"] = ray_loop(
-            make_config(tmp, data, args, workers=2, name="w2"), args)
+        for r in range(1, args.repeats + 1):
+            results[f"Ray Train + DeepSpeed, 1 worker ({r})"] = ray_loop(
+                make_config(tmp, data, args, workers=1, name=f"w1-{r}"), args)
+            results[f"bare {r + 1}"] = single_process_loop(full, base, prepared, args)
+        if not args.skip_two_workers:
+            results["Ray Train + DeepSpeed, 2 workers"] = ray_loop(
+                make_config(tmp, data, args, workers=2, name="w2"), args)
         ray.shutdown()
-        results["bare, full eq. 1, again after the Ray runs"] = bare_loop(full, base, data, args)
     report(results, args)
 
 
-def variants(results: dict, tmp: Path, data: Path, base: str, args) -> None:
+def variants(results: dict, tmp: Path, data: Path, base: str, prepared: Prepared,
+             args) -> None:
     """Bare-loop step time without ALICE++, with 2 ascent steps, and CE alone."""
-    results["bare, l2=0 (MLM + CE)"] = bare_loop(
-        make_config(tmp, data, args, workers=1, name="x", weights=(1, 0, 1)), base, data, args)
-    results["bare, ALICE++ 2 steps"] = bare_loop(
-        make_config(tmp, data, args, workers=1, name="y", alice_steps=2), base, data, args)
-    results["bare, CE only"] = bare_loop(
-        make_config(tmp, data, args, workers=1, name="z", weights=(0, 0, 1)), base, data, args)
+    for name, kwargs in (("bare, l2=0 (MLM + CE)", {"weights": (1, 0, 1)}),
+                         ("bare, ALICE++ 2 steps", {"alice_steps": 2}),
+                         ("bare, CE only", {"weights": (0, 0, 1)})):
+        cfg = make_config(tmp, data, args, workers=1, name="variant", **kwargs)
+        results[name] = single_process_loop(cfg, base, prepared, args)
 
 
 def report(results: dict, args) -> None:
-    bare = results["bare, full eq. 1 (ALICE++ 1 step)"]
+    bare = results["bare 1"]
     print(f"\nmodel {args.model}, batch {args.batch_size} rows/worker, max_length "
           f"{args.max_length}, {args.steps} steps (first {args.warmup} not timed), torch "
           f"threads {args.threads}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores\n")
-    print("| loop | median s/step | mean s/step | samples/s | tokens/s | vs bare full |")
-    print("|---|---|---|---|---|---|")
+    print("| loop | median s/step | mean s/step | samples/s | tokens/s | CPU s/step | "
+          "vs bare 1 |")
+    print("|---|---|---|---|---|---|---|")
     for name, r in results.items():
+        cpu = f"{r['cpu_s_per_step']:.2f}" if "cpu_s_per_step" in r else "-"
         print(f"| {name} | {r['s_per_step']:.3f} | {r['mean_s_per_step']:.3f} | "
-              f"{r['samples_per_s']:.1f} | {r['tokens_per_s']:.0f} | "
+              f"{r['samples_per_s']:.1f} | {r['tokens_per_s']:.0f} | {cpu} | "
               f"{r['tokens_per_s'] / bare['tokens_per_s']:.2f}x |")
-    if "Ray Train + DeepSpeed, 1 worker" in results:
-        one = results["Ray Train + DeepSpeed, 1 worker"]
-        after = results.get("bare, full eq. 1, again after the Ray runs", bare)
-        ref = (bare["tokens_per_s"] + after["tokens_per_s"]) / 2  # bracket the Ray runs
-        print(f"\norchestration overhead (1 worker, same threads, vs the mean of the bare runs "
-              f"before and after): {100 * (1 - one['tokens_per_s'] / ref):.1f} % "
-              "(target <= 15 %)")
+    overheads = []
+    for r in range(1, args.repeats + 1):
+        one = results.get(f"Ray Train + DeepSpeed, 1 worker ({r})")
+        if one is None:
+            continue
+        ref = (results[f"bare {r}"]["tokens_per_s"] + results[f"bare {r + 1}"]["tokens_per_s"]) / 2
+        overheads.append(100 * (1 - one["tokens_per_s"] / ref))
+    if overheads:
+        print("\norchestration overhead per repeat (1 worker vs the mean of the bare runs just "
+              "before and after): " + ", ".join(f"{o:.1f} %" for o in overheads)
+              + f"; median {statistics.median(overheads):.1f} % (target <= 15 %)")
+    ds = results.get("DeepSpeed ZeRO-2, 1 process, no Ray")
+    if ds:
+        print(f"DeepSpeed alone vs bare 1: {100 * (1 - ds['tokens_per_s'] / bare['tokens_per_s']):.1f}"
+              " % fewer tokens/s")
+    ray_rows = {k: v for k, v in results.items() if "cpu_cores" in v}
+    if ray_rows:
+        groups = list(next(iter(ray_rows.values()))["cpu_cores"])
+        print("\nCPU cores used during the timed steps of the Ray runs (of "
+              f"{os.cpu_count()}), and the worker's median wait for input per step:\n")
+        print("| run | " + " | ".join(groups) + " | data wait s/step |")
+        print("|---|" + "---|" * (len(groups) + 1))
+        for name, r in ray_rows.items():
+            print(f"| {name} | " + " | ".join(f"{r['cpu_cores'][g]:.2f}" for g in groups)
+                  + f" | {r['data_wait_s_per_step']:.3f} |")
     if "bare, l2=0 (MLM + CE)" in results:
         base_t = results["bare, l2=0 (MLM + CE)"]["s_per_step"]
         cost2 = results["bare, ALICE++ 2 steps"]["s_per_step"] / base_t
-        print(f"ALICE++ cost: step time x{bare['s_per_step'] / base_t:.2f} (1 ascent step), "
+        print(f"\nALICE++ cost: step time x{bare['s_per_step'] / base_t:.2f} (1 ascent step), "
               f"x{cost2:.2f} (2 steps) relative to l2 = 0")
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))

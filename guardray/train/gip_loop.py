@@ -20,8 +20,10 @@ Each Ray Train worker runs `train_loop_per_worker`:
    (all-reduce MIN) that each has a batch: if one rank's data runs out, all raise
    `GIPDataError` together instead of hanging in a collective.
 4. Every ``log_every_steps`` optimizer steps: window means of every term, accuracy, lr,
-   tokens/s and samples/s (all ranks) go to ``ray.train.report`` and, from rank 0, to
-   TensorBoard (``{log_dir}/tensorboard``) and ``{log_dir}/history.jsonl`` (one line per step).
+   tokens/s, samples/s and ``data_wait_fraction`` (the share of time the ranks waited for
+   input; near 0 = compute-bound) go to ``ray.train.report`` and, from rank 0, to
+   TensorBoard (``{log_dir}/tensorboard``). Rank 0 also appends one line per optimizer step
+   to ``{log_dir}/history.jsonl`` (terms, tokens, samples, end time, ``data_wait_s``).
 5. Every ``checkpoint_every_steps`` and at the end: every rank writes its DeepSpeed
    checkpoint part to a temporary folder and reports it with the same
    ``checkpoint_dir_name``; Ray Train (V2) merges the parts into one storage folder. The last
@@ -323,6 +325,7 @@ class _Run:
         self.generator = torch.Generator(device="cpu")
         self.last_metrics: dict[str, float] = {}
         self._step_terms: list[dict] = []
+        self._data_s = 0.0  # this optimizer step's wait for batches (incl. the agreement)
         self._reset_window()
         self.writer = self.history = None
         if rank == 0:
@@ -342,6 +345,7 @@ class _Run:
     def _reset_window(self) -> None:
         self.window = {k: 0.0 for k in TERMS}
         self.window_micro = self.window_tokens = self.window_samples = 0
+        self.window_data_s = 0.0
         self.window_start = time.perf_counter()
 
     def train(self, info) -> None:
@@ -362,7 +366,12 @@ class _Run:
             batches = iter_gip_batches(shard, info, params, epoch=epoch, steps=steps, skip=skip,
                                        local_shuffle_buffer_size=d.local_shuffle_buffer_size)
             for _ in range(steps - skip):
-                self._micro_step(self._next_agreed(batches, epoch))
+                t0 = time.perf_counter()
+                batch = self._next_agreed(batches, epoch)
+                waited = time.perf_counter() - t0
+                self._data_s += waited
+                self.window_data_s += waited
+                self._micro_step(batch)
             epoch, skip = epoch + 1, 0
 
     def _next_agreed(self, batches, epoch: int) -> dict:
@@ -434,6 +443,7 @@ class _Run:
         return float(self.engine.get_lr()[0])
 
     def _write_history(self, terms: list[dict]) -> None:
+        data_s, self._data_s = self._data_s, 0.0
         if self.history is None:
             return
         n = len(terms)
@@ -442,7 +452,8 @@ class _Run:
                **{k: sum(t[k] for t in terms) / n for k in TERMS},
                "layers": [t["layer"] for t in terms],
                "tokens": sum(t["tokens"] for t in terms),  # this rank's real tokens
-               "samples": sum(t["samples"] for t in terms), "time": time.time()}
+               "samples": sum(t["samples"] for t in terms), "time": time.time(),
+               "data_wait_s": round(data_s, 6)}
         self.history.write(json.dumps(rec) + "\n")
         self.history.flush()
 
@@ -453,8 +464,8 @@ class _Run:
 
         elapsed = time.perf_counter() - self.window_start
         vec = torch.tensor([self.window[k] for k in TERMS] + [
-            self.window_micro, self.window_tokens, self.window_samples], dtype=torch.float64,
-            device=self.device)
+            self.window_micro, self.window_tokens, self.window_samples, self.window_data_s],
+            dtype=torch.float64, device=self.device)
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(vec, op=dist.ReduceOp.SUM)
         vals = vec.tolist()
@@ -464,6 +475,8 @@ class _Run:
             step=self.global_step, epoch=self.plan.position(self.global_step - 1)[0],
             lr=self._lr(), tokens_per_s=vals[len(TERMS) + 1] / max(elapsed, 1e-9),
             samples_per_s=vals[len(TERMS) + 2] / max(elapsed, 1e-9),
+            # share of the window the ranks spent waiting for input (0: never data-bound)
+            data_wait_fraction=vals[len(TERMS) + 3] / max(elapsed * self.world, 1e-9),
             attempt_start=self.start_step)
         if self.writer is not None:
             for k, v in metrics.items():

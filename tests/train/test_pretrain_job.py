@@ -23,7 +23,8 @@ from pretrain_testlib import debug_config, write_gip_shards
 
 from guardray.train.gip_loop import CONSOLIDATED, HISTORY
 
-TERMS = ("loss", "mlm", "alice", "ce", "accuracy", "lr", "tokens_per_s", "samples_per_s")
+TERMS = ("loss", "mlm", "alice", "ce", "accuracy", "lr", "tokens_per_s", "samples_per_s",
+         "data_wait_fraction")
 
 
 def _history(run: dict) -> list[dict]:
@@ -110,6 +111,9 @@ def test_zero2_loss_falls_exports_and_logs(ray_session, data_dir, tmp_path):
     metrics = summary["metrics"]
     assert all(k in metrics for k in TERMS) and metrics["step"] == 12
     assert metrics["tokens_per_s"] > 0 and 0 <= metrics["accuracy"] <= 1
+    assert 0 <= metrics["data_wait_fraction"] <= 1
+    spans = [b["time"] - a["time"] for a, b in zip(hist, hist[1:])]
+    assert all(0 <= h["data_wait_s"] <= span + 1e-3 for h, span in zip(hist[1:], spans))
     tags = _tensorboard_tags(Path(summary["log_dir"]) / "tensorboard")
     assert {f"train/{k}" for k in TERMS} <= tags
     _check_export(summary, cfg)
