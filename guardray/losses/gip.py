@@ -38,7 +38,9 @@ def mlm_loss(logits: Tensor, labels: Tensor) -> Tensor:
     """Masked-language-modelling loss: mean NLL over the masked positions (GuardFormer 3.3).
 
     Args:
-        logits: ``[B, T, V]`` token logits (any float dtype; the loss is computed in float32).
+        logits: ``[B, T, V]`` token logits (any float dtype; the loss is computed in float32),
+            or ``[M, V]`` logits computed at the masked positions only (``GIPModel``'s
+            ``mlm_positions``) with ``labels`` ``[M]``: the same loss.
         labels: ``[B, T]`` original token ids at masked positions, `IGNORE_INDEX` elsewhere.
 
     Returns:

@@ -137,7 +137,8 @@ def gip_step(engine, batch: dict, *, weights: tuple[float, float, float], alice_
     """
     import torch
 
-    from guardray.losses.gip import alice_pp_loss, classification_loss, gip_loss, mlm_loss
+    from guardray.losses.gip import (IGNORE_INDEX, alice_pp_loss, classification_loss, gip_loss,
+                                     mlm_loss)
 
     l1, l2, l3 = weights
     ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
@@ -165,8 +166,11 @@ def gip_step(engine, batch: dict, *, weights: tuple[float, float, float], alice_
         alice = zero
         out["alice_label"] = out["alice_virtual"] = 0.0
     if l1 > 0:
-        mlm_logits = engine(input_ids=batch["mlm_input_ids"], attention_mask=mask, head="mlm")
-        mlm = mlm_loss(mlm_logits, batch["mlm_labels"])
+        # MLM logits only at the masked positions ([M, V], not [B, T, V]): same loss
+        masked = batch["mlm_labels"] != IGNORE_INDEX
+        mlm_logits = engine(input_ids=batch["mlm_input_ids"], attention_mask=mask, head="mlm",
+                            mlm_positions=masked)
+        mlm = mlm_loss(mlm_logits, batch["mlm_labels"][masked])
     else:
         mlm = zero
     loss = gip_loss(mlm, alice, ce, weights)

@@ -84,6 +84,35 @@ def test_shapes_tied_decoder_and_perturbation(folders, kind):
     assert hooked == []
 
 
+@pytest.mark.parametrize("kind", ["xlmr", "bert"])
+def test_mlm_positions_give_the_full_logits_at_those_positions(folders, kind):
+    """``mlm_positions`` = full logits indexed by the mask: values, order, gradients."""
+    from guardray.losses.gip import IGNORE_INDEX, mlm_loss
+
+    model = GIPModel.from_pretrained(str(folders[kind])).eval()
+    _, ids, mask = _batch(folders[kind])
+    positions = torch.zeros_like(ids, dtype=torch.bool)
+    positions[0, [1, 3]] = positions[1, 2] = True
+    full = model(ids, mask, head="mlm")
+    picked = model(ids, mask, head="mlm", mlm_positions=positions)
+    assert picked.shape == (3, model.vocab_size)
+    assert torch.allclose(picked, full[positions], atol=1e-6)
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    labels[positions] = torch.tensor([5, 6, 7])
+    a, b = mlm_loss(full, labels), mlm_loss(picked, labels[positions])
+    assert torch.allclose(a, b, atol=1e-6)
+    weight = model.mlm_decoder.weight
+    (ga,) = torch.autograd.grad(a, weight)
+    (gb,) = torch.autograd.grad(b, weight)
+    assert torch.allclose(ga, gb, atol=1e-6)
+    none = model(ids, mask, head="mlm", mlm_positions=torch.zeros_like(positions))
+    assert none.shape == (0, model.vocab_size)
+    with pytest.raises(ValueError, match="bool mask"):
+        model(ids, mask, head="mlm", mlm_positions=positions.long())
+    with pytest.raises(ValueError, match="head='mlm' only"):
+        model(ids, mask, mlm_positions=positions)
+
+
 def test_perturbation_hits_the_requested_layer(folders):
     """A delta at layer k equals running the blocks after k on (hidden_k + delta) by hand."""
     model = GIPModel.from_pretrained(str(folders["xlmr"])).eval()
