@@ -3,14 +3,15 @@
 Measures, on the same model (default: the embedded all-MiniLM-L6-v2) and the same rows:
 
 1. tokens/s and samples/s of the full job (`guardray.train.gip_ray.run_pretrain`: Ray Data
-   streaming + tokenisation, Ray Train TorchTrainer, DeepSpeed ZeRO-2 fp32, all-reduce
-   guard, metric reports) with 1 worker (``--repeats`` times) and 2 workers, from the
-   per-step timestamps rank 0 writes to ``history.jsonl``;
+   streaming + tokenisation, Ray Train TorchTrainer, DeepSpeed fp32, all-reduce guard,
+   metric reports) with 1 worker (``--repeats`` times, ZeRO ``--zero-stage``, default 0:
+   one rank has nothing to partition) and 2 workers (ZeRO-2), from the per-step timestamps
+   rank 0 writes to ``history.jsonl``;
 2. a bare single-process loop: GIPModel + ``torch.optim.AdamW``, the same `gip_step`
    (eq. 1), batches collated in the loop from rows tokenised beforehand; run before the
    first Ray run and after each one, so every Ray run is bracketed by two bare runs;
-3. the same single-process loop through the job's DeepSpeed engine (ZeRO-2, 1-rank gloo
-   group), separating DeepSpeed's cost from Ray's;
+3. the same single-process loop through the job's DeepSpeed engine (ZeRO-0 and ZeRO-2,
+   1-rank gloo group), separating DeepSpeed's cost from Ray's;
 4. where the Ray runs' CPU goes during their timed steps (Train worker, tokenizer actors,
    the other Ray processes, the rest of the machine, from ``/proc``) and how long the worker
    waited for input per step (``data_wait_s`` in history.jsonl);
@@ -61,7 +62,7 @@ def write_rows(folder: Path, n: int) -> Path:
 
 
 def make_config(tmp: Path, data: Path, args, *, workers: int, name: str, weights=(1, 1, 1),
-                alice_steps: int = 1):
+                alice_steps: int = 1, zero_stage: int = 2):
     from guardray.config import load_config
     from guardray.train.gip_config import PretrainConfig
 
@@ -71,7 +72,7 @@ def make_config(tmp: Path, data: Path, args, *, workers: int, name: str, weights
         f"run_name={name}", f"train.max_steps={args.steps}",
         f"train.batch_size={args.batch_size}", "train.lr=2e-5",
         f"train.checkpoint_every_steps={10**6}", "train.log_every_steps=10",
-        "train.zero_stage=2", f"train.torch_threads={args.threads}",
+        f"train.zero_stage={zero_stage}", f"train.torch_threads={args.threads}",
         f"workers.num_workers={workers}", f"workers.cpus_per_worker={args.cpus_per_worker}",
         f"loss.weights=[{weights[0]},{weights[1]},{weights[2]}]",
         f"loss.alice.steps={alice_steps}", "failure.max_failures=0"))
@@ -127,14 +128,14 @@ def single_process_loop(cfg, base: str, prepared: Prepared, args, *,
     """One process, no Ray: GIPModel + `gip_step` on pre-tokenised rows.
 
     ``deepspeed_engine=False``: plain ``torch.optim.AdamW`` + grad clipping (the bare loop).
-    ``True``: the same DeepSpeed config the job builds (ZeRO-2, torch AdamW, clipping, LR
-    schedule) on a 1-rank gloo process group, i.e. DeepSpeed's cost without Ray's.
+    ``True``: the DeepSpeed config the job builds for ``cfg`` (its ZeRO stage, torch AdamW,
+    clipping, LR schedule) on a 1-rank gloo process group: DeepSpeed's cost without Ray's.
     """
     import torch
 
     from guardray.losses.gip import AliceParams
     from guardray.modeling.gip_model import GIPModel
-    from guardray.train.gip_loop import gip_step, param_groups
+    from guardray.train.gip_step import gip_step, param_groups
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -169,8 +170,6 @@ def single_process_loop(cfg, base: str, prepared: Prepared, args, *,
     result = rate(records, args.warmup)
     timed = records[args.warmup - 1:]
     result["cpu_s_per_step"] = (timed[-1]["cpu"] - timed[0]["cpu"]) / (len(timed) - 1)
-    if deepspeed_engine:
-        torch.distributed.destroy_process_group()
     return result
 
 
@@ -178,19 +177,25 @@ def _deepspeed_engine(cfg, model, groups, steps: int):
     import socket
 
     from guardray.train.deepspeed_config import build_deepspeed_config
-    from guardray.train.gip_loop import _prepare_deepspeed
+    from guardray.train.gip_engine import prepare_deepspeed
 
-    with socket.socket() as sock:  # a free port for the 1-rank gloo group
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0",
-                      WORLD_SIZE="1", LOCAL_RANK="0")
-    deepspeed = _prepare_deepspeed(use_gpu=False)
-    deepspeed.init_distributed(dist_backend="gloo")
+    import torch.distributed as dist
+
+    deepspeed = prepare_deepspeed(use_gpu=False)
+    if not dist.is_initialized():  # one 1-rank gloo group for every DeepSpeed row
+        with socket.socket() as sock:  # a free port
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        os.environ.update(DIST_ENV, MASTER_PORT=str(port))
+        deepspeed.init_distributed(dist_backend="gloo")
     ds_config = build_deepspeed_config(cfg.train, total_steps=steps, world_size=1)
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=groups,
                                            config=ds_config)
     return engine
+
+
+DIST_ENV = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "", "RANK": "0", "WORLD_SIZE": "1",
+            "LOCAL_RANK": "0"}
 
 
 class CpuWindow(threading.Thread):
@@ -285,6 +290,9 @@ def main() -> None:
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--threads", type=int, default=2, help="torch threads (bare and per worker)")
     p.add_argument("--cpus-per-worker", type=float, default=0.5)
+    p.add_argument("--zero-stage", type=int, default=0,
+                   help="ZeRO stage of the 1-worker Ray runs (1 rank: stages 1-3 partition "
+                        "nothing; the DeepSpeed-alone rows show their cost)")
     p.add_argument("--repeats", type=int, default=3,
                    help="bare/Ray pairs, interleaved (the overhead is their median)")
     p.add_argument("--skip-ray", action="store_true")
@@ -302,21 +310,27 @@ def main() -> None:
     full = make_config(tmp, data, args, workers=1, name="w1")
     prepared = Prepared(full, base, data)
     results["bare 1"] = single_process_loop(full, base, prepared, args)
-    results["DeepSpeed ZeRO-2, 1 process, no Ray"] = single_process_loop(
-        full, base, prepared, args, deepspeed_engine=True)
+    for stage in (0, 2):
+        results[f"DeepSpeed ZeRO-{stage}, 1 process, no Ray"] = single_process_loop(
+            make_config(tmp, data, args, workers=1, name="ds", zero_stage=stage), base,
+            prepared, args, deepspeed_engine=True)
     if not args.skip_variants:
         variants(results, tmp, data, base, prepared, args)
     if not args.skip_ray:
         import ray
 
+        for key in DIST_ENV:  # the Ray workers must not inherit the 1-rank group's variables
+            os.environ.pop(key, None)
+
         ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
                  configure_logging=False)
         for r in range(1, args.repeats + 1):
-            results[f"Ray Train + DeepSpeed, 1 worker ({r})"] = ray_loop(
-                make_config(tmp, data, args, workers=1, name=f"w1-{r}"), args)
+            results[f"Ray Train + DeepSpeed ZeRO-{args.zero_stage}, 1 worker ({r})"] = ray_loop(
+                make_config(tmp, data, args, workers=1, name=f"w1-{r}",
+                            zero_stage=args.zero_stage), args)
             results[f"bare {r + 1}"] = single_process_loop(full, base, prepared, args)
         if not args.skip_two_workers:
-            results["Ray Train + DeepSpeed, 2 workers"] = ray_loop(
+            results["Ray Train + DeepSpeed ZeRO-2, 2 workers"] = ray_loop(
                 make_config(tmp, data, args, workers=2, name="w2"), args)
         ray.shutdown()
     report(results, args)
@@ -348,7 +362,7 @@ def report(results: dict, args) -> None:
               f"{r['tokens_per_s'] / bare['tokens_per_s']:.2f}x |")
     overheads = []
     for r in range(1, args.repeats + 1):
-        one = results.get(f"Ray Train + DeepSpeed, 1 worker ({r})")
+        one = results.get(f"Ray Train + DeepSpeed ZeRO-{args.zero_stage}, 1 worker ({r})")
         if one is None:
             continue
         ref = (results[f"bare {r}"]["tokens_per_s"] + results[f"bare {r + 1}"]["tokens_per_s"]) / 2
@@ -357,10 +371,11 @@ def report(results: dict, args) -> None:
         print("\norchestration overhead per repeat (1 worker vs the mean of the bare runs just "
               "before and after): " + ", ".join(f"{o:.1f} %" for o in overheads)
               + f"; median {statistics.median(overheads):.1f} % (target <= 15 %)")
-    ds = results.get("DeepSpeed ZeRO-2, 1 process, no Ray")
-    if ds:
-        print(f"DeepSpeed alone vs bare 1: {100 * (1 - ds['tokens_per_s'] / bare['tokens_per_s']):.1f}"
-              " % fewer tokens/s")
+    for stage in (0, 2):
+        ds = results.get(f"DeepSpeed ZeRO-{stage}, 1 process, no Ray")
+        if ds:
+            print(f"DeepSpeed ZeRO-{stage} alone vs bare 1: "
+                  f"{100 * (1 - ds['tokens_per_s'] / bare['tokens_per_s']):.1f} % fewer tokens/s")
     ray_rows = {k: v for k, v in results.items() if "cpu_cores" in v}
     if ray_rows:
         groups = list(next(iter(ray_rows.values()))["cpu_cores"])

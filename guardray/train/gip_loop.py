@@ -1,5 +1,9 @@
 """The per-worker GIP training loop (Ray Train + DeepSpeed), GuardFormer 3.3 eq. 1.
 
+Its pieces: `guardray.train.gip_plan` (how many steps, equal on every rank),
+`guardray.train.gip_step` (one micro-batch: forward passes and eq. 1) and
+`guardray.train.gip_engine` (the DeepSpeed engine, resume, consolidated weights).
+
 Each Ray Train worker runs `train_loop_per_worker`:
 
 1. Builds `GIPModel` from the resolved base folder (same seed on every rank, so newly
@@ -45,183 +49,15 @@ import tempfile
 import time
 from typing import Any
 
+from guardray.train.gip_engine import (DS_TAG, LOOP_STATE, build_engine, prepare_deepspeed,
+                                       restore, save_consolidated)
+from guardray.train.gip_plan import LoopPlan
+from guardray.train.gip_step import gip_step, mix_seed
+
 log = logging.getLogger(__name__)
 
-DS_TAG = "gip"
-LOOP_STATE = "loop_state.json"
-CONSOLIDATED = "consolidated.safetensors"
 HISTORY = "history.jsonl"
 TERMS = ("loss", "mlm", "alice", "alice_label", "alice_virtual", "ce", "accuracy")
-
-
-@dataclasses.dataclass(frozen=True)
-class LoopPlan:
-    """How many steps a run takes (the same on every rank).
-
-    Attributes:
-        micro_per_epoch: micro-batches each rank takes per epoch (a multiple of grad_accum,
-            at most what its data shard holds).
-        grad_accum: micro-batches per optimizer step.
-        total_steps: optimizer steps of the run.
-    """
-
-    micro_per_epoch: int
-    grad_accum: int
-    total_steps: int
-
-    @property
-    def steps_per_epoch(self) -> int:
-        """Optimizer steps per epoch."""
-        return self.micro_per_epoch // self.grad_accum
-
-    @property
-    def epochs(self) -> int:
-        """Epochs touched by the run (the last may be partial)."""
-        return math.ceil(self.total_steps / self.steps_per_epoch)
-
-    def position(self, global_step: int) -> tuple[int, int]:
-        """``(epoch, micro-batches already taken in that epoch)`` after ``global_step`` steps."""
-        micro = global_step * self.grad_accum
-        return micro // self.micro_per_epoch, micro % self.micro_per_epoch
-
-    def micro_in_epoch(self, epoch: int) -> int:
-        """Micro-batches the run takes in ``epoch`` (the last epoch may stop early)."""
-        left = self.total_steps * self.grad_accum - epoch * self.micro_per_epoch
-        return max(0, min(self.micro_per_epoch, left))
-
-
-def plan_steps(batches_per_epoch: int, *, grad_accum: int, epochs: int,
-               max_steps: int | None) -> LoopPlan:
-    """The run's `LoopPlan`.
-
-    Args:
-        batches_per_epoch: micro-batches every rank's shard yields per epoch
-            (`guardray.train.gip_data.steps_per_epoch`).
-        grad_accum: micro-batches per optimizer step.
-        epochs: passes over the data when ``max_steps`` is None.
-        max_steps: exact optimizer steps (as many epochs as needed).
-
-    Raises:
-        ValueError: an epoch holds fewer micro-batches than one optimizer step needs.
-    """
-    opt_per_epoch = batches_per_epoch // grad_accum
-    if opt_per_epoch < 1:
-        raise ValueError(
-            f"an epoch gives each worker {batches_per_epoch} micro-batch(es), fewer than "
-            f"train.grad_accum={grad_accum}: lower grad_accum, batch_size or num_workers, or "
-            "add data")
-    total = max_steps if max_steps is not None else epochs * opt_per_epoch
-    return LoopPlan(micro_per_epoch=opt_per_epoch * grad_accum, grad_accum=grad_accum,
-                    total_steps=int(total))
-
-
-# --------------------------------------------------------------------------- one step
-
-
-def gip_step(engine, batch: dict, *, weights: tuple[float, float, float], alice_params,
-             num_layers: int, hidden_size: int, generator) -> dict[str, Any]:
-    """Forward passes and eq. 1 for one micro-batch (no backward).
-
-    Args:
-        engine: the DeepSpeed engine (or the bare `GIPModel`: same call signature); its
-            ``module`` (when it has one) runs ALICE++'s perturbed passes.
-        batch: a `guardray.train.gip_data.collate_batch` dict on the model's device.
-        weights: ``(l1, l2, l3)``; a zero weight skips its forward passes.
-        alice_params: `guardray.losses.gip.AliceParams`.
-        num_layers, hidden_size: of the encoder (ALICE++'s layer range and delta shape).
-        generator: torch.Generator for ALICE++'s noise and layer draw.
-
-    Returns:
-        ``{"loss": tensor, "mlm", "alice", "alice_label", "alice_virtual", "ce", "accuracy":
-        floats, "layer": int or -1}``.
-    """
-    import torch
-
-    from guardray.losses.gip import (IGNORE_INDEX, alice_pp_loss, classification_loss, gip_loss,
-                                     mlm_loss)
-
-    l1, l2, l3 = weights
-    ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
-    # ALICE++'s perturbed passes call the wrapped module, not the engine: DeepSpeed hooks the
-    # engine's outputs so that any backward through them (here ALICE++'s inner
-    # autograd.grad w.r.t. delta) counts as *the* backward and triggers the gradient
-    # reduction. The module's own ZeRO-3 gather hooks still run; the final
-    # engine.backward(loss) reaches these passes' parameters like any other.
-    module = getattr(engine, "module", engine)
-    out: dict[str, Any] = {"layer": -1}
-    clean = engine(input_ids=ids, attention_mask=mask, head="cls")
-    ce = classification_loss(clean, labels)
-    zero = ce.detach() * 0.0
-    if l2 > 0:
-        def logits_with_delta(layer: int, delta):
-            return module(input_ids=ids, attention_mask=mask, head="cls", perturb=(layer, delta))
-
-        a = alice_pp_loss(logits_with_delta, clean, labels,
-                          (int(ids.shape[0]), int(ids.shape[1]), hidden_size), num_layers,
-                          alice_params, generator, attention_mask=mask)
-        alice, out["layer"] = a.total, int(a.layer)
-        out["alice_label"] = float(a.label.detach())
-        out["alice_virtual"] = float(a.virtual.detach())
-    else:
-        alice = zero
-        out["alice_label"] = out["alice_virtual"] = 0.0
-    if l1 > 0:
-        # MLM logits only at the masked positions ([M, V], not [B, T, V]): same loss
-        masked = batch["mlm_labels"] != IGNORE_INDEX
-        mlm_logits = engine(input_ids=batch["mlm_input_ids"], attention_mask=mask, head="mlm",
-                            mlm_positions=masked)
-        mlm = mlm_loss(mlm_logits, batch["mlm_labels"][masked])
-    else:
-        mlm = zero
-    loss = gip_loss(mlm, alice, ce, weights)
-    with torch.no_grad():
-        acc = (clean.argmax(dim=-1) == labels).float().mean()
-    out.update(loss=loss, mlm=float(mlm.detach()), alice=float(alice.detach()),
-               ce=float(ce.detach()), accuracy=float(acc))
-    return out
-
-
-# --------------------------------------------------------------------------- worker
-
-
-def _mix(*parts: int) -> int:
-    """A 63-bit seed from integers (stable across processes, unlike ``hash``)."""
-    import hashlib
-
-    digest = hashlib.blake2b(",".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
-
-
-def _prepare_deepspeed(use_gpu: bool):
-    """Import DeepSpeed for this worker (CPU: CPU accelerator, no shm comm op build)."""
-    if not use_gpu:
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    import importlib
-
-    import deepspeed
-
-    # (``import deepspeed.comm.torch as m`` would give the torch package: deepspeed.comm
-    # re-exports ``torch`` under that name.)
-    ds_torch = importlib.import_module("deepspeed.comm.torch")
-    if not use_gpu and os.environ.get("GUARDRAY_DS_SHM_COMM", "0") != "1":
-        # The shm all-reduce op is JIT-compiled on first use (~45 s on 2 cores) and only
-        # helps inference; gloo does the training collectives. Set GUARDRAY_DS_SHM_COMM=1
-        # (with a cached TORCH_EXTENSIONS_DIR) to keep it.
-        ds_torch.build_shm_op = lambda: None
-    return deepspeed
-
-
-def param_groups(model, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: no weight decay on biases, LayerNorm weights and other 1-d tensors."""
-    decay, no_decay, seen = [], [], set()
-    for name, p in model.named_parameters():
-        if not p.requires_grad or id(p) in seen:  # tied weights appear once
-            continue
-        seen.add(id(p))
-        exempt = p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name or name.endswith(".bias")
-        (no_decay if exempt else decay).append(p)
-    return [g for g in ({"params": decay, "weight_decay": weight_decay},
-                        {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
@@ -247,9 +83,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     threads = cfg.train.torch_threads or max(1, math.ceil(cfg.workers.cpus_per_worker))
     torch.set_num_threads(threads)
-    deepspeed = _prepare_deepspeed(cfg.workers.use_gpu)
-    engine, model = _build_engine(deepspeed, cfg, config["base"], plan, world)
-    start_step = _restore(engine)
+    deepspeed = prepare_deepspeed(cfg.workers.use_gpu)
+    engine, model = build_engine(deepspeed, cfg, config["base"], plan, world)
+    start_step = restore(engine)
     log_dir = config["log_dir"]
     _write_worker_record(log_dir, rank, start_step)
     state = _Run(cfg, plan, engine, model, rank, world, log_dir, start_step)
@@ -264,40 +100,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         state.close()
     return {"global_step": state.global_step, "start_step": start_step,
             "total_steps": plan.total_steps, "probe_logits": probe, "metrics": state.last_metrics}
-
-
-def _build_engine(deepspeed, cfg, base: str, plan: LoopPlan, world: int):
-    import torch
-
-    from guardray.modeling.gip_model import GIPModel
-    from guardray.train.deepspeed_config import build_deepspeed_config
-
-    torch.manual_seed(cfg.train.seed)  # new heads (e.g. MiniLM's MLM head) equal on all ranks
-    model = GIPModel.from_pretrained(base, num_labels=2,
-                                     trust_remote_code=cfg.model.trust_remote_code)
-    ds_config = build_deepspeed_config(cfg.train, total_steps=plan.total_steps, world_size=world)
-    engine, _, _, _ = deepspeed.initialize(
-        model=model, model_parameters=param_groups(model, cfg.train.weight_decay),
-        config=ds_config)
-    return engine, model
-
-
-def _restore(engine) -> int:
-    """Load the latest Ray Train checkpoint into ``engine``; returns its global step (0: none)."""
-    import ray.train
-
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
-        return 0
-    with checkpoint.as_directory() as folder:
-        with open(os.path.join(folder, LOOP_STATE), encoding="utf-8") as fh:
-            state = json.load(fh)
-        path, _ = engine.load_checkpoint(folder, tag=DS_TAG, load_optimizer_states=True,
-                                         load_lr_scheduler_states=True)
-        if path is None:
-            raise RuntimeError(f"DeepSpeed found no checkpoint {DS_TAG!r} in {folder}")
-    log.info("resumed from the checkpoint of step %d", state["global_step"])
-    return int(state["global_step"])
 
 
 def _write_worker_record(log_dir: str, rank: int, start_step: int) -> None:
@@ -409,7 +211,7 @@ class _Run:
         # every rank: under ZeRO-3 all ranks must run identical passes (the perturbed layer
         # sets how deep ALICE++'s inner backward goes, i.e. which partitions get gathered);
         # different layers per rank desynchronise the all-gathers and crash gloo.
-        self.generator.manual_seed(_mix(self.cfg.train.seed, self.global_step,
+        self.generator.manual_seed(mix_seed(self.cfg.train.seed, self.global_step,
                                         len(self._step_terms)))
         out = gip_step(engine, batch, weights=self.weights, alice_params=self.alice,
                        num_layers=self.model.num_layers, hidden_size=self.model.hidden_size,
@@ -499,7 +301,7 @@ class _Run:
         try:
             self.engine.save_checkpoint(folder, tag=DS_TAG)
             if final:
-                _save_consolidated(self.engine, self.model, folder, self.rank,
+                save_consolidated(self.engine, self.model, folder, self.rank,
                                    self.cfg.train.zero_stage)
             if self.rank == 0:
                 with open(os.path.join(folder, LOOP_STATE), "w", encoding="utf-8") as fh:
@@ -510,34 +312,6 @@ class _Run:
                              checkpoint_dir_name=f"checkpoint_{self.global_step:09d}")
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def consolidated_state_dict(engine, model, zero_stage: int) -> dict[str, Any] | None:
-    """The full GIPModel state dict in fp32 (on every rank; ZeRO-3 partitions gathered).
-
-    Tied tensors (the MLM decoder shares the input embeddings) are cloned apart so that
-    safetensors can store both names.
-    """
-    import torch
-
-    def dump() -> dict[str, Any]:
-        return {k: v.detach().to("cpu", torch.float32).clone().contiguous()
-                for k, v in model.state_dict().items()}
-
-    if zero_stage == 3:
-        import deepspeed
-
-        with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
-            return dump()
-    return dump()
-
-
-def _save_consolidated(engine, model, folder: str, rank: int, zero_stage: int) -> None:
-    from safetensors.torch import save_file
-
-    state = consolidated_state_dict(engine, model, zero_stage)  # collective under ZeRO-3
-    if rank == 0:
-        save_file(state, os.path.join(folder, CONSOLIDATED), metadata={"format": "pt"})
 
 
 def _probe_logits(engine, base: str, texts: list[str], cfg) -> list[list[float]]:

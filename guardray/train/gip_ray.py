@@ -5,7 +5,7 @@
 1. resolves the base model to a local folder (`guardray.train.finetune_ray.resolve_base`),
    loads the policy descriptions (human policies + the generate stage's synthetic ones),
 2. builds the Ray Dataset (`guardray.train.gip_data`: read -> tokenise, lazily), counts its
-   rows and plans the steps (`guardray.train.gip_loop.plan_steps`: equal on every rank),
+   rows and plans the steps (`guardray.train.gip_plan.plan_steps`: equal on every rank),
 3. runs a ``TorchTrainer`` (gloo on CPU, NCCL on GPU; fractional CPUs per worker;
    ``FailureConfig(max_failures)`` restarts the worker group from the latest checkpoint;
    ``CheckpointConfig(num_to_keep)``). Ray Train V2 (the default in ray 2.60) restores a run
@@ -155,7 +155,8 @@ def run_pretrain(cfg) -> dict[str, Any]:
 
     from guardray.train.finetune_ray import resolve_base
     from guardray.train.gip_data import steps_per_epoch
-    from guardray.train.gip_loop import plan_steps, train_loop_per_worker
+    from guardray.train.gip_loop import train_loop_per_worker
+    from guardray.train.gip_plan import plan_steps
 
     started = time.time()
     base = resolve_base(cfg.model.base)
@@ -171,6 +172,10 @@ def run_pretrain(cfg) -> dict[str, Any]:
              rows, w.num_workers, cfg.train.batch_size, cfg.train.grad_accum,
              plan.total_steps, plan.steps_per_epoch, cfg.train.zero_stage,
              cfg.train.precision, log_dir)
+    if w.num_workers == 1 and cfg.train.zero_stage > 0:
+        log.warning("ZeRO stage %d with 1 worker partitions nothing and only adds work "
+                    "(about 20%% more CPU time per step on CPU, docs/BENCHMARKS.md); "
+                    "train.zero_stage=0 trains the same model faster", cfg.train.zero_stage)
     storage_path, storage_fs = _storage(cfg)
     resources = {"CPU": w.cpus_per_worker, **({"GPU": 1} if w.use_gpu else {})}
     trainer = TorchTrainer(
@@ -221,7 +226,7 @@ def read_consolidated(checkpoint) -> dict[str, Any]:
     """The fp32 state dict the loop stored with the final checkpoint (safetensors only)."""
     from safetensors.torch import load_file
 
-    from guardray.train.gip_loop import CONSOLIDATED
+    from guardray.train.gip_engine import CONSOLIDATED
 
     with checkpoint.as_directory() as folder:
         path = os.path.join(folder, CONSOLIDATED)

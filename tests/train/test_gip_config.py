@@ -12,7 +12,7 @@ from pretrain_testlib import DEBUG, REPO
 from guardray.config import ConfigError, load_config
 from guardray.config.registry import load_any_config
 from guardray.train.gip_config import PretrainConfig
-from guardray.train.gip_loop import LoopPlan, plan_steps
+from guardray.train.gip_plan import LoopPlan, plan_steps
 
 
 def _cfg(*overrides: str) -> PretrainConfig:

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 from pretrain_testlib import debug_config, write_gip_shards
 
-from guardray.train.gip_loop import CONSOLIDATED, HISTORY
+from guardray.train.gip_engine import CONSOLIDATED
+from guardray.train.gip_loop import HISTORY
 
 TERMS = ("loss", "mlm", "alice", "ce", "accuracy", "lr", "tokens_per_s", "samples_per_s",
          "data_wait_fraction")
