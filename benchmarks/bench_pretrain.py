@@ -16,7 +16,7 @@ Measures, on the same model (default: the embedded all-MiniLM-L6-v2) and the sam
    the other Ray processes, the rest of the machine, from ``/proc``) and how long the worker
    waited for input per step (``data_wait_s`` in history.jsonl);
 5. the cost of ALICE++: bare-loop step time with l2 = 0 against l2 > 0 (1 and 2 ascent
-   steps).
+   steps), and of the MLM head with logits at every position against the masked ones only.
 
 All loops skip the first ``--warmup`` steps (start-up, allocator warm-up) and time the rest
 (the Ray run's final step, which writes the final checkpoint, is left out too); rates use
@@ -339,11 +339,48 @@ def main() -> None:
 def variants(results: dict, tmp: Path, data: Path, base: str, prepared: Prepared,
              args) -> None:
     """Bare-loop step time without ALICE++, with 2 ascent steps, and CE alone."""
+    results["MLM head cost"] = mlm_head_cost(base, args)
     for name, kwargs in (("bare, l2=0 (MLM + CE)", {"weights": (1, 0, 1)}),
                          ("bare, ALICE++ 2 steps", {"alice_steps": 2}),
                          ("bare, CE only", {"weights": (0, 0, 1)})):
         cfg = make_config(tmp, data, args, workers=1, name="variant", **kwargs)
         results[name] = single_process_loop(cfg, base, prepared, args)
+
+
+def mlm_head_cost(base: str, args, pairs: int = 12) -> dict:
+    """One MLM forward + backward with logits everywhere vs at the masked positions only.
+
+    Same model, same random batch (``--batch-size`` x ``--max-length`` tokens, 15 % masked),
+    the two variants interleaved ``pairs`` times; medians of all but the first two pairs.
+    """
+    import torch
+
+    from guardray.losses.gip import IGNORE_INDEX, mlm_loss
+    from guardray.modeling.gip_model import GIPModel
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = GIPModel.from_pretrained(base)
+    model.train()
+    ids = torch.randint(1000, model.vocab_size, (args.batch_size, args.max_length))
+    mask = torch.ones_like(ids)
+    picked = torch.rand(ids.shape) < 0.15
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    labels[picked] = ids[picked]
+    variants = {
+        "all positions": lambda: mlm_loss(model(ids, mask, head="mlm"), labels),
+        "masked positions only": lambda: mlm_loss(
+            model(ids, mask, head="mlm", mlm_positions=picked), labels[picked]),
+    }
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(pairs):
+        for name, loss in variants.items():
+            start = time.perf_counter()
+            loss().backward()
+            model.zero_grad(set_to_none=True)
+            times[name].append(time.perf_counter() - start)
+    return {k: statistics.median(v[2:]) for k, v in times.items()} | {
+        "masked": int(picked.sum())}
 
 
 def report(results: dict, args) -> None:
@@ -356,6 +393,8 @@ def report(results: dict, args) -> None:
           "vs bare 1 |")
     print("|---|---|---|---|---|---|---|")
     for name, r in results.items():
+        if "s_per_step" not in r:
+            continue
         cpu = f"{r['cpu_s_per_step']:.2f}" if "cpu_s_per_step" in r else "-"
         print(f"| {name} | {r['s_per_step']:.3f} | {r['mean_s_per_step']:.3f} | "
               f"{r['samples_per_s']:.1f} | {r['tokens_per_s']:.0f} | {cpu} | "
@@ -386,6 +425,12 @@ def report(results: dict, args) -> None:
         for name, r in ray_rows.items():
             print(f"| {name} | " + " | ".join(f"{r['cpu_cores'][g]:.2f}" for g in groups)
                   + f" | {r['data_wait_s_per_step']:.3f} |")
+    mlm = results.get("MLM head cost")
+    if mlm:
+        print(f"\nMLM forward + backward, {mlm['masked']} masked positions: logits at all "
+              f"positions {mlm['all positions']:.3f} s, at the masked ones only "
+              f"{mlm['masked positions only']:.3f} s "
+              f"({mlm['masked positions only'] / mlm['all positions']:.2f}x)")
     if "bare, l2=0 (MLM + CE)" in results:
         base_t = results["bare, l2=0 (MLM + CE)"]["s_per_step"]
         cost2 = results["bare, ALICE++ 2 steps"]["s_per_step"] / base_t
