@@ -60,8 +60,11 @@ def _export_logits(folder: str, texts: list[str], max_length: int):
         return model(**enc).logits
 
 
-def _check_export(summary: dict, cfg) -> None:
-    """The export loads with transformers and reproduces the trained model's logits."""
+def _check_export(summary: dict, cfg, consolidated: str | None = None) -> None:
+    """The export loads with transformers and reproduces the trained model's logits.
+
+    ``consolidated``: a local copy of the final checkpoint's consolidated weights (default:
+    inside ``summary["checkpoint"]``, a local folder)."""
     import torch
     from safetensors.torch import load_file
 
@@ -74,7 +77,8 @@ def _check_export(summary: dict, cfg) -> None:
     torch.testing.assert_close(exported, trained, atol=1e-4, rtol=1e-4)
     # ... and the consolidated state dict is what was exported
     gip = GIPModel.from_pretrained(resolve_base(cfg.model.base))
-    gip.load_state_dict(load_file(os.path.join(summary["checkpoint"], CONSOLIDATED)))
+    gip.load_state_dict(load_file(consolidated
+                                  or os.path.join(summary["checkpoint"], CONSOLIDATED)))
     gip.eval()
     from transformers import AutoTokenizer
 
@@ -137,6 +141,32 @@ def test_zero3_runs_to_the_end_and_exports(ray_session, data_dir, tmp_path):
     assert [h["step"] for h in hist] == [1, 2, 3, 4]
     assert all(len(h["layers"]) == 2 for h in hist)  # 2 micro-batches per optimizer step
     _check_export(summary, cfg)
+
+
+def test_zero0_checkpoints_to_s3_and_exports(ray_session, data_dir, tmp_path, s3_bucket,
+                                             s3_client):
+    """storage_path=s3://: Ray Train writes every checkpoint to a real S3 API (moto over
+    HTTP, from the worker processes); the driver exports from the final one."""
+    from guardray.train.gip_ray import run_pretrain
+
+    cfg = debug_config(tmp_path, data_dir, "train.max_steps=4", "train.zero_stage=0",
+                       "train.checkpoint_every_steps=2", f"storage_path=s3://{s3_bucket}/gip",
+                       f"log_dir={tmp_path / 'logs'}")
+    summary = run_pretrain(cfg)
+    assert summary["global_step"] == 4
+    assert [h["step"] for h in _history(summary)] == [1, 2, 3, 4]
+    listing = s3_client.list_objects_v2(Bucket=s3_bucket, Prefix="gip/")
+    keys = [obj["Key"] for obj in listing.get("Contents", [])]
+    run = f"gip/{cfg.run_name}"
+    for step in (2, 4):
+        folder = f"{run}/checkpoint_{step:09d}/"
+        assert f"{folder}loop_state.json" in keys, keys
+        assert any(k.startswith(f"{folder}gip/") for k in keys), keys  # DeepSpeed's files
+    assert f"{run}/checkpoint_000000004/{CONSOLIDATED}" in keys
+    assert f"{run}/checkpoint_000000002/{CONSOLIDATED}" not in keys  # only the final one
+    local = tmp_path / CONSOLIDATED
+    s3_client.download_file(s3_bucket, f"{run}/checkpoint_000000004/{CONSOLIDATED}", str(local))
+    _check_export(summary, cfg, consolidated=str(local))
 
 
 @pytest.mark.slow
