@@ -26,7 +26,8 @@ tables; paste them into docs/BENCHMARKS.md.
 
 Usage:
     python benchmarks/bench_pretrain.py [--model embedded:all-minilm-l6-v2] [--steps 20]
-        [--batch-size 8] [--threads 2] [--repeats 3] [--skip-ray] [--skip-variants]
+        [--batch-size 8] [--threads 2] [--repeats 3] [--zero-stage 0] [--skip-ray]
+        [--skip-two-workers] [--skip-variants]
 """
 
 from __future__ import annotations
