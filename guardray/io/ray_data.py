@@ -5,6 +5,9 @@
   shard footer is checked against the sample schema up front (a corrupt or foreign file fails
   fast with its name, not deep inside a Ray task), and the S3 filesystem is built with the
   resolved endpoint and credentials so Ray workers need no AWS environment of their own.
+  Read tasks pack at most ``block_bytes`` (8 MiB) of row groups: Ray 2.60's Parquet reader
+  packs up to 128 MiB per task by default and ignores ``override_num_blocks``, which made a
+  million-row shard set 7 blocks of up to 310k rows (few, slow tasks; GiBs in flight).
 - `write_dataset_shards`: writes a Dataset as content-named shards from ``map_batches`` tasks
   (`guardray.io.shards.content_shard_name`): every shard is validated and atomic, and a retried
   task rewrites the same name instead of adding a duplicate. Stages that have a natural shard
@@ -14,6 +17,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -25,6 +29,9 @@ from guardray.io import shards, uris
 
 logger = logging.getLogger(__name__)
 
+BLOCK_BYTES = 8 * 2**20
+BIN_PACKING_ENV = "RAY_DATA_PARQUET_BIN_PACKING_BYTES"
+
 
 def read_shards_dataset(
     dir_uri: str | os.PathLike[str],
@@ -32,6 +39,7 @@ def read_shards_dataset(
     *,
     allow_empty: bool = False,
     check_schema: bool = True,
+    block_bytes: int = BLOCK_BYTES,
     **read_parquet_kwargs: Any,
 ):
     """Read a folder of sample shards as a Ray Dataset with the sample schema.
@@ -44,6 +52,9 @@ def read_shards_dataset(
         allow_empty: return an empty Dataset (sample schema) for a folder with no shards
             instead of raising `guardray.io.shards.NoShardsError`.
         check_schema: read every shard's footer here first (one small read per shard).
+        block_bytes: in-memory bytes of Parquet row groups packed into one read task (and so
+            one block); an explicit ``RAY_DATA_PARQUET_BIN_PACKING_BYTES`` in the environment
+            wins. Small blocks stream and spread over actors; Ray's 128 MiB default does not.
         **read_parquet_kwargs: passed to ``ray.data.read_parquet`` (e.g. ``override_num_blocks``,
             ``include_paths``). ``partitioning`` defaults to None: a folder named ``k=v`` in
             the path must not turn into a column.
@@ -53,9 +64,11 @@ def read_shards_dataset(
 
     Raises:
         NoShardsError, CorruptShardError, ShardSchemaError: naming the folder or the file.
+        ValueError: ``block_bytes`` is not an int >= 1.
     """
     import ray
 
+    check_block_bytes(block_bytes)
     paths = shards.list_shards(dir_uri, storage_options)
     if not paths:
         if allow_empty:
@@ -70,7 +83,31 @@ def read_shards_dataset(
     read_parquet_kwargs.setdefault("partitioning", None)
     read_parquet_kwargs.setdefault("schema", schema.arrow_schema())
     logger.info("reading %d shard(s) from %s with Ray Data", len(paths), dir_uri)
-    return ray.data.read_parquet(fs_paths, filesystem=filesystem, **read_parquet_kwargs)
+    with parquet_read_task_bytes(block_bytes):  # Ray reads it when it plans the read: here
+        return ray.data.read_parquet(fs_paths, filesystem=filesystem, **read_parquet_kwargs)
+
+
+def check_block_bytes(n: Any) -> None:
+    """Raise ValueError unless ``n`` is an int >= 1 (a ``block_bytes`` argument)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"block_bytes must be an int >= 1, got {n!r}")
+
+
+@contextlib.contextmanager
+def parquet_read_task_bytes(n: int):
+    """Set Ray's Parquet bin-packing size (bytes per read task) while a read is planned.
+
+    An explicit ``RAY_DATA_PARQUET_BIN_PACKING_BYTES`` in the environment is left alone.
+    """
+    check_block_bytes(n)
+    if BIN_PACKING_ENV in os.environ:
+        yield
+        return
+    os.environ[BIN_PACKING_ENV] = str(n)
+    try:
+        yield
+    finally:
+        os.environ.pop(BIN_PACKING_ENV, None)
 
 
 def write_dataset_shards(

@@ -21,17 +21,16 @@ Ray is imported inside functions only.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import logging
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from guardray import schema as S
+from guardray.io.ray_data import BLOCK_BYTES, check_block_bytes
 from guardray.train.gip_collate import (
     BATCH_KEYS,
     IGNORE_INDEX,
@@ -56,8 +55,6 @@ log = logging.getLogger(__name__)
 
 # Columns of the sample schema that GIP reads.
 READ_COLUMNS = (S.ID, S.POLICY_ID, S.TEXT, S.RATIONALE, S.LABEL)
-BLOCK_BYTES = 8 * 2**20
-BIN_PACKING_ENV = "RAY_DATA_PARQUET_BIN_PACKING_BYTES"
 
 
 def read_gip_dataset(path: str, storage_options: dict | None = None, *,
@@ -89,24 +86,12 @@ def read_gip_dataset(path: str, storage_options: dict | None = None, *,
     from guardray.io.ray_data import read_shards_dataset
 
     wanted = check_splits(splits)
-    with _parquet_bin_bytes(block_bytes):  # read by Ray when it plans the read, here
-        ds = read_shards_dataset(path, storage_options, **read_kwargs)
-    return ds.filter(expr=col(S.SPLIT).is_in(list(wanted))).select_columns(list(READ_COLUMNS))
-
-
-@contextlib.contextmanager
-def _parquet_bin_bytes(n: int):
-    """Set Ray's Parquet bin-packing size for one read (unless the user set it)."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise GIPDataError(f"block_bytes must be an int >= 1, got {n!r}")
-    if BIN_PACKING_ENV in os.environ:
-        yield
-        return
-    os.environ[BIN_PACKING_ENV] = str(n)
     try:
-        yield
-    finally:
-        os.environ.pop(BIN_PACKING_ENV, None)
+        check_block_bytes(block_bytes)
+    except ValueError as exc:
+        raise GIPDataError(str(exc)) from None
+    ds = read_shards_dataset(path, storage_options, block_bytes=block_bytes, **read_kwargs)
+    return ds.filter(expr=col(S.SPLIT).is_in(list(wanted))).select_columns(list(READ_COLUMNS))
 
 
 def row_key(row_id: str) -> int:

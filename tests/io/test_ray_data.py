@@ -41,6 +41,25 @@ def test_read_s3_folder_as_dataset(ray_session, s3_bucket, row_factory):
     assert sum(r[schema.LABEL] for r in rows) == sum(r[schema.LABEL] for r in expected) == 3
 
 
+def test_read_tasks_follow_block_bytes(ray_session, tmp_path, row_factory, monkeypatch):
+    """Ray 2.60 packs row groups into 128 MiB read tasks unless told: blocks follow
+    ``block_bytes``; an explicit environment setting wins; bad values are refused."""
+    from guardray.io.ray_data import BIN_PACKING_ENV
+
+    for index in range(3):
+        shards.write_shard(row_factory(4, start=10 * index), tmp_path, index=index)
+    assert read_shards_dataset(tmp_path).materialize().num_blocks() == 1  # 8 MiB: all 3
+    small = read_shards_dataset(tmp_path, block_bytes=1).materialize()
+    assert small.num_blocks() == 3 and small.count() == 12  # one shard per block
+    assert BIN_PACKING_ENV not in os.environ  # set only while Ray plans the read
+    monkeypatch.setenv(BIN_PACKING_ENV, str(2**30))
+    assert read_shards_dataset(tmp_path, block_bytes=1).materialize().num_blocks() == 1
+    assert os.environ[BIN_PACKING_ENV] == str(2**30)
+    for bad in (0, True, 1.5):
+        with pytest.raises(ValueError, match="block_bytes must be an int >= 1"):
+            read_shards_dataset(tmp_path, block_bytes=bad)
+
+
 def test_corrupt_shard_fails_before_ray_reads(ray_session, tmp_path, rows):
     shards.write_shard(rows, tmp_path, index=0)
     (tmp_path / "part-00001.parquet").write_bytes(b"not parquet at all")

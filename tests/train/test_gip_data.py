@@ -18,7 +18,6 @@ import torch
 from guardray import schema as S
 from guardray.policies.render import format_gip_input
 from guardray.train import gip_data as G
-from guardray.train.gip_collate import row_streams
 
 DESC = {
     "tax": "The assistant must not give tax advice.",
@@ -418,12 +417,14 @@ def test_ray_read_blocks_follow_block_bytes(ray_session, shard_dir):
     """Ray 2.60 packs Parquet row groups into 128 MiB read units unless told otherwise."""
     import os
 
+    from guardray.io.ray_data import BIN_PACKING_ENV
+
     default = G.read_gip_dataset(shard_dir).materialize()
-    assert default.num_blocks() == 1  # three tiny shards, one read unit
+    assert default.num_blocks() == 1  # three tiny shards, one read unit of 8 MiB
     small = G.read_gip_dataset(shard_dir, block_bytes=1).materialize()
     assert small.num_blocks() == 3  # one shard (one row group) per block
     assert small.count() == default.count() == 72
-    assert G.BIN_PACKING_ENV not in os.environ  # only set while the read is planned
+    assert BIN_PACKING_ENV not in os.environ  # only set while the read is planned
     with pytest.raises(G.GIPDataError, match="block_bytes must be an int >= 1, got 0"):
         G.read_gip_dataset(shard_dir, block_bytes=0)
 
