@@ -105,14 +105,11 @@ class Prepared:
         from transformers import AutoTokenizer
 
         from guardray.io.shards import list_shards
-        from guardray.train.gip_data import GIPDataParams, GIPTokenizer, TokenizerInfo
+        from guardray.train.gip_data import GIPTokenizer, TokenizerInfo
         from guardray.train.gip_ray import load_descriptions
 
         self.info = TokenizerInfo.from_tokenizer(AutoTokenizer.from_pretrained(base))
-        self.params = GIPDataParams(
-            max_length=cfg.model.max_length, batch_size=cfg.train.batch_size,
-            mlm_probability=cfg.data.mlm_probability,
-            rationale_dropout=cfg.data.rationale_dropout, seed=0)
+        self.params = cfg.data_params()
         table = pa.concat_tables([pq.read_table(p) for p in list_shards(str(data))])
         self.tokenized = GIPTokenizer(base, load_descriptions(cfg), cfg.model.max_length)(table)
 

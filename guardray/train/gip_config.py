@@ -231,3 +231,14 @@ class PretrainConfig(JobConfig):
             raise ValueError("train.precision 'fp16' needs GPUs (workers.use_gpu: true); on CPU "
                              "use fp32 or bf16")
         return self
+
+    def data_params(self):
+        """The run's `guardray.train.gip_data.GIPDataParams` (the driver and every worker
+        build the same one from the config)."""
+        from guardray.train.gip_collate import GIPDataParams
+
+        d = self.data
+        return GIPDataParams(max_length=self.model.max_length, batch_size=self.train.batch_size,
+                             mlm_probability=d.mlm_probability,
+                             rationale_dropout=d.rationale_dropout, seed=self.train.seed,
+                             splits=tuple(d.splits))

@@ -103,14 +103,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _write_worker_record(log_dir: str, rank: int, start_step: int) -> None:
-    folder = os.path.join(log_dir, "workers")
-    os.makedirs(folder, exist_ok=True)
+    from guardray.io.uris import write_json_atomic
+
     record = {"rank": rank, "pid": os.getpid(), "host": socket.gethostname(),
               "start_step": start_step, "time": time.time()}
-    tmp = os.path.join(folder, f".rank{rank}.json.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(record, fh)
-    os.replace(tmp, os.path.join(folder, f"rank{rank}.json"))
+    write_json_atomic(os.path.join(log_dir, "workers", f"rank{rank}.json"), record)
 
 
 class _Run:
@@ -157,13 +154,10 @@ class _Run:
     def train(self, info) -> None:
         import ray.train
 
-        from guardray.train.gip_data import GIPDataParams, iter_gip_batches
+        from guardray.train.gip_data import iter_gip_batches
 
         d = self.cfg.data
-        params = GIPDataParams(
-            max_length=self.cfg.model.max_length, batch_size=self.cfg.train.batch_size,
-            mlm_probability=d.mlm_probability, rationale_dropout=d.rationale_dropout,
-            seed=self.cfg.train.seed, splits=tuple(d.splits))
+        params = self.cfg.data_params()
         shard = ray.train.get_dataset_shard("train")
         self.engine.train()
         epoch, skip = self.plan.position(self.global_step)

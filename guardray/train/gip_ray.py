@@ -103,7 +103,6 @@ def build_dataset(cfg, base: str):
     from guardray.io.ray_stats import count_by
     from guardray.train.gip_data import (
         GIPDataError,
-        GIPDataParams,
         TokenizerInfo,
         read_gip_dataset,
         tokenize_dataset,
@@ -112,10 +111,7 @@ def build_dataset(cfg, base: str):
     descriptions = load_descriptions(cfg)
     tok = AutoTokenizer.from_pretrained(base, trust_remote_code=cfg.model.trust_remote_code)
     info = TokenizerInfo.from_tokenizer(tok)
-    params = GIPDataParams(max_length=cfg.model.max_length, batch_size=cfg.train.batch_size,
-                           mlm_probability=cfg.data.mlm_probability,
-                           rationale_dropout=cfg.data.rationale_dropout, seed=cfg.train.seed,
-                           splits=tuple(cfg.data.splits))
+    params = cfg.data_params()
     ds = read_gip_dataset(cfg.data.path, cfg.storage_options or None, splits=params.splits)
     # one pass over the policy_id column: the row count, and unknown policies as a plain
     # GIPDataError here instead of an error wrapped in a Ray task during training
