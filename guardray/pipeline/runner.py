@@ -206,10 +206,11 @@ def _run_pretrain(cfg: PipelineConfig, plan: StagePlan, report: Report) -> None:
 
 
 def _pretrain_detail(summary: dict[str, Any]) -> str:
-    metrics = summary.get("final_metrics") or summary.get("metrics") or {}
-    keys = ("global_step", "loss", "loss_mlm", "loss_alice", "loss_ce", "accuracy")
-    parts = [f"{k} {metrics[k]:.4g}" if isinstance(metrics.get(k), float) else f"{k} {metrics[k]}"
-             for k in keys if k in metrics]
+    """``step N, loss ..., mlm ..., alice ..., ce ..., accuracy ...`` of the last window."""
+    metrics = summary.get("metrics") or {}
+    parts = [f"step {summary['global_step']}"] if summary.get("global_step") is not None else []
+    parts += [f"{k} {metrics[k]:.4g}" for k in ("loss", "mlm", "alice", "ce", "accuracy")
+              if isinstance(metrics.get(k), (int, float))]
     return ", ".join(parts) or "finished"
 
 

@@ -50,6 +50,7 @@ def test_debug_pipeline_chains_seed_pretrain_finetune_evaluate(ray_session, tmp_
     for stage in ("policies", "seed", "pretrain", "finetune", "evaluate"):
         assert f"| {stage} | done |" in report, stage
     assert "| generate | skipped |" in report and "| dedup | skipped |" in report
+    assert "(step 4, loss " in report and ", mlm " in report and ", alice " in report
     assert "| merge | not yet available |" in report  # never pretends a stage ran
     assert "| tax | tax/seed0 |" in report and "| finance | finance/seed0 |" in report
     assert report in capsys.readouterr().out
