@@ -6,9 +6,9 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from guardray.errors import ConfigError
 
-class ConfigError(ValueError):
-    """A configuration file or override is invalid; the message names the file, field and problem."""
+__all__ = ["ConfigError", "JobConfig", "StrictModel"]
 
 
 class StrictModel(BaseModel):

@@ -2,7 +2,8 @@
 
 - `prepare_deepspeed`: import DeepSpeed for a CPU or GPU worker.
 - `build_engine`: `GIPModel` + `guardray.train.deepspeed_config.build_deepspeed_config`.
-- `restore`: load the latest Ray Train checkpoint (DeepSpeed's files + ``loop_state.json``).
+- `restore`: load the latest Ray Train checkpoint (DeepSpeed's files + ``loop_state.json``),
+  never unpickling code from it (`guardray.train.gip_safe_load`).
 - `save_consolidated`: the full fp32 state dict (ZeRO-3 partitions gathered) as
   ``consolidated.safetensors``, which the driver exports as a Hugging Face checkpoint.
 """
@@ -68,6 +69,9 @@ def restore(engine) -> int:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return 0
+    from guardray.train.gip_safe_load import secure_checkpoint_engine
+
+    secure_checkpoint_engine(engine)
     with checkpoint.as_directory() as folder:
         with open(os.path.join(folder, LOOP_STATE), encoding="utf-8") as fh:
             state = json.load(fh)

@@ -28,6 +28,8 @@ import tempfile
 import time
 from typing import Any
 
+from guardray.errors import GuardrayError, RunError, one_line
+
 log = logging.getLogger(__name__)
 
 MODEL_DIR = "model"
@@ -39,8 +41,25 @@ PROBE_TEXTS = (
 )
 
 
-class PretrainError(RuntimeError):
+class PretrainError(RunError):
     """The training run failed (the message carries Ray Train's error)."""
+
+
+def worker_error(exc: BaseException) -> BaseException | None:
+    """The first expected error (`GuardrayError`) a Ray Train worker raised, else None.
+
+    ``exc`` is what ``trainer.fit()`` raised; Ray Train V2's ``WorkerGroupError`` maps each
+    failed rank to its exception, which may wrap ours (``cause`` / ``__cause__``).
+    """
+    failures = getattr(exc, "worker_failures", None) or {}
+    for rank in sorted(failures):
+        err, seen = failures[rank], set()
+        while err is not None and id(err) not in seen:
+            if isinstance(err, GuardrayError):
+                return err
+            seen.add(id(err))
+            err = getattr(err, "cause", None) or err.__cause__
+    return None
 
 
 def load_descriptions(cfg) -> dict[str, str]:
@@ -193,6 +212,10 @@ def run_pretrain(cfg) -> dict[str, Any]:
     try:
         result = trainer.fit()
     except TrainingFailedError as exc:  # after max_failures restarts
+        expected = worker_error(exc)
+        if expected is not None:  # bad input: a rerun would fail the same way
+            raise PretrainError(f"GIP run {cfg.run_name!r} failed: {one_line(expected)}"
+                                ) from exc
         raise PretrainError(f"GIP run {cfg.run_name!r} failed (checkpoints stay in "
                             f"{storage_path}/{cfg.run_name}; rerun to resume): {exc}") from exc
     if result.error is not None:

@@ -169,6 +169,37 @@ def test_zero0_checkpoints_to_s3_and_exports(ray_session, data_dir, tmp_path, s3
     _check_export(summary, cfg, consolidated=str(local))
 
 
+class _Payload:
+    """Planted in a checkpoint: unpickling it would create ``path`` (any code could run)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (os.makedirs, (self.path,))
+
+
+def test_resume_refuses_a_checkpoint_with_a_pickled_payload(ray_session, data_dir, tmp_path):
+    """A ``__reduce__`` payload added to DeepSpeed's model-states file of the latest
+    checkpoint: the resumed run refuses the file by name and never runs the payload."""
+    import torch
+
+    from guardray.train.gip_ray import PretrainError, run_pretrain
+
+    cfg = debug_config(tmp_path, data_dir, "train.max_steps=2", "train.zero_stage=0",
+                       "train.checkpoint_every_steps=2", "failure.max_failures=0")
+    summary = run_pretrain(cfg)
+    states = Path(summary["checkpoint"]) / "gip" / "mp_rank_00_model_states.pt"
+    marker = tmp_path / "payload-ran"
+    state = torch.load(states, weights_only=False)  # our own file, written just now
+    state["planted"] = _Payload(str(marker))
+    torch.save(state, states)
+    with pytest.raises(PretrainError, match="mp_rank_00_model_states.pt: refused to load") as err:
+        run_pretrain(cfg)
+    assert not marker.exists()
+    assert "os.makedirs" in str(err.value) and "\n" not in str(err.value)
+
+
 @pytest.mark.slow
 def test_bf16_on_cpu_runs(ray_session, data_dir, tmp_path):
     from guardray.train.gip_ray import run_pretrain
