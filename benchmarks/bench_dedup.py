@@ -34,12 +34,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
+import _bench
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+ROOT = _bench.setup()
 
 THRESHOLD = 0.9
 
@@ -155,7 +154,6 @@ def bench_embedding(n: int, batch_size: int, pools: list[int]) -> list[dict]:
         rows.append({"how": f"one process, torch threads={threads}", "sentences": n,
                      "seconds": s, "per_s": n / s, "note": f"model load {load:.1f} s excluded"})
         del model
-    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     # twice the cores as logical CPUs (as the tests do): actors that hold every CPU would leave
     # nothing for Ray Data's own tasks
     ray.init(num_cpus=2 * cores, include_dashboard=False, log_to_driver=False,
@@ -187,7 +185,7 @@ def bench_embedding(n: int, batch_size: int, pools: list[int]) -> list[dict]:
 
 
 def print_tables(dedup_rows: list[dict], embed_rows: list[dict]) -> None:
-    print(f"\nmachine: {platform.platform()}, {os.cpu_count()} cores, python {platform.python_version()}")
+    print("\n" + _bench.machine(platform=platform.platform()))
     if dedup_rows:
         print("\n| rows | data | probes | clusters | time (s) | partition / pairwise / resolve (s) | "
               "peak RSS (GiB) | embeddings (GiB) | removed | recall | per-batch recall | "

@@ -1,7 +1,7 @@
 """Benchmark of SDG generation: the local (transformers) backend, direct vs on Ray Data.
 
 For each batch size it generates completions for the same SDG requests (the real generation
-prompts of the shipped policies, `guardray.synth.expand`) twice:
+prompts of the shipped policies, `guardray.generate.expand`) twice:
 
 - direct: one `guardray.llm.hf.HFChatGenerator` in this process, batches in a loop;
 - Ray Data: `guardray.llm.generate_dataset` (one actor, same threads, same batch size).
@@ -9,7 +9,7 @@ prompts of the shipped policies, `guardray.synth.expand`) twice:
 Both include loading the model (the actor loads its own copy); Ray's own start-up
 (``ray.init``) is reported separately. Outputs are checked to be identical (per-row seeds),
 so both sides do exactly the same work. Optionally (``--http``) the same requests go through
-the ``openai_http`` backend to `guardray.serve.openai_compat` on 127.0.0.1.
+the ``openai_http`` backend to `guardray.llm.openai_server` on 127.0.0.1.
 
 Usage:
     python benchmarks/bench_generate.py [--requests 24] [--max-tokens 32] [--batch-sizes 1 8]
@@ -22,27 +22,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+import _bench
+
+_bench.setup()
 
 MODEL = "embedded:smollm2-135m-instruct"
 
 
 def sdg_requests(n: int) -> list[dict]:
     """``n`` real SDG generation requests (messages + per-row seed) over the shipped policies."""
+    from guardray.generate.config import ExpandConfig
+    from guardray.generate.expand import MESSAGES, SEED, expand_requests
+    from guardray.generate.templates import load_templates
     from guardray.policies import load_policies
-    from guardray.synth.config import ExpandConfig
-    from guardray.synth.expand import MESSAGES, SEED, expand_requests
-    from guardray.synth.templates import load_templates
 
     policies = load_policies([Path(__file__).resolve().parent.parent / "configs" / "policies"])
     per = -(-n // (2 * len(policies)))
@@ -130,7 +125,7 @@ def main() -> None:
               f"identical outputs: {same}", flush=True)
     if args.http:
         from guardray.llm.hf import HFChatGenerator
-        from guardray.serve.openai_compat import OpenAICompatServer
+        from guardray.llm.openai_server import OpenAICompatServer
 
         server_gen = HFChatGenerator(MODEL, num_threads=args.threads)
         bs = max(args.batch_sizes)
@@ -145,8 +140,8 @@ def main() -> None:
                       f"{same}", flush=True)
 
     lines = [
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"ray {ray.__version__}; {args.requests} SDG requests, max_tokens {args.max_tokens}, "
+        _bench.machine(torch=torch.__version__, ray=ray.__version__)
+        + f"; {args.requests} SDG requests, max_tokens {args.max_tokens}, "
         f"{args.threads} torch thread(s); ray.init {ray_init_s:.1f} s (not counted)",
         "",
         "| backend | batch | path | wall s | model load s | samples/s | tokens/s "

@@ -3,7 +3,7 @@
 Writes (once, cached under ``{tmp}/guardray-bench/``) ``--rows`` synthetic sample rows as
 ``--shards`` Parquet shards (prompts of 8-40 words, rationales of 10-40 words, the four shipped
 policies, 95% train / 5% validation), then streams them through
-`guardray.train.gip_data`: ``read_gip_dataset -> tokenize_dataset -> iter_gip_batches``
+`guardray.pretrain.data`: ``read_gip_dataset -> tokenize_dataset -> iter_gip_batches``
 (rationale dropout, truncation, dynamic padding, MLM masking, torch tensors), as
 
 - ``single``: one consumer iterating the Dataset;
@@ -32,23 +32,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+import _bench
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-for _key, _value in {"RAY_AUTH_MODE": "disabled", "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
-                     "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-                     "TOKENIZERS_PARALLELISM": "false", "RAY_USAGE_STATS_ENABLED": "0",
-                     "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS": "1"}.items():
-    os.environ.setdefault(_key, _value)
+ROOT = _bench.setup()
 
 WORDS = ("tax money stock fund savings bitcoin return file income rate loan mortgage bank "
          "advice invest portfolio crypto deduction credit refund audit state federal policy "
@@ -164,7 +157,7 @@ def stages_alone(tokenizer_path: str, shard_dir: Path, descriptions: dict, param
     from transformers import AutoTokenizer
 
     from guardray.io.shards import list_shards
-    from guardray.train.gip_data import GIPTokenizer, TokenizerInfo, collate_batch
+    from guardray.pretrain.data import GIPTokenizer, TokenizerInfo, collate_batch
 
     table = pq.read_table(list_shards(str(shard_dir))[0]).slice(0, n)
     udf = GIPTokenizer(tokenizer_path, descriptions, params.max_length)
@@ -187,7 +180,7 @@ def run_mode(mode: str, shard_dir: Path, tokenizer_path: str, descriptions: dict
              sampler: Sampler, actors: int, block_bytes: int | None) -> dict:
     from transformers import AutoTokenizer
 
-    from guardray.train import gip_data as G
+    from guardray.pretrain import data as G
 
     info = G.TokenizerInfo.from_tokenizer(AutoTokenizer.from_pretrained(tokenizer_path))
     world = 1 if mode == "single" else 2
@@ -287,9 +280,9 @@ def main(argv: list[str] | None = None) -> None:
 
     import ray
 
+    from guardray.finetune.run import resolve_base
     from guardray.policies import load_policies
-    from guardray.train.finetune_ray import resolve_base
-    from guardray.train.gip_data import GIPDataParams
+    from guardray.pretrain.data import GIPDataParams
 
     shard_dir = Path(args.cache) / f"gip-{args.rows}-{args.shards}"
     make_shards(shard_dir, args.rows, args.shards)
@@ -316,8 +309,7 @@ def main(argv: list[str] | None = None) -> None:
         results.append(result)
     sampler.stop_event.set()
     ray.shutdown()
-    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPU(s), Python "
-          f"{platform.python_version()}, ray {ray.__version__}; ray.init {init_s:.1f} s; idle "
+    print("\n" + _bench.machine(ray=ray.__version__) + f"; ray.init {init_s:.1f} s; idle "
           f"tree after init: RSS {idle['tree_rss']:.2f} GiB, PSS {idle['tree_pss']:.2f} GiB")
     print(f"data: {args.rows:,} rows in {args.shards} shards ({shard_dir}); tokenizer "
           f"{args.tokenizer}; batch {args.batch_size}, max_length {args.max_length}, "

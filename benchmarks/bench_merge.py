@@ -24,7 +24,6 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -33,7 +32,9 @@ import time
 from datetime import date
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+import _bench
+
+REPO = _bench.REPO
 METHOD_CONFIGS = {
     "linear": {"params": {"weight": 1.0}, "top": {}},
     "ties": {"params": {"weight": 1.0, "density": 0.5}, "top": {"lambda": 1.0}},
@@ -195,7 +196,7 @@ def tool_command(
 def compare(a: Path, b: Path, base: Path | None) -> dict:
     """Max |a - b| over the tensors both outputs have, the ratio of the L2 norms of their task
     vectors (``a - base`` vs ``b - base``, when a base is given), and the names only one has."""
-    sys.path.insert(0, str(REPO))
+    _bench.setup()
     from guardray.merge.checkpoint import Checkpoint
 
     ca, cb = Checkpoint(a), Checkpoint(b)
@@ -310,9 +311,9 @@ def run(args: argparse.Namespace) -> int:
                 rows.append((label, compat, {}, compare(out, mk_out, base)))
 
     print(
-        f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, "
-        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM, "
-        f"no GPU; python {platform.python_version()}; date {date.today()}; "
+        "\n" + _bench.machine(
+            RAM=f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB")
+        + f", no GPU; date {date.today()}; "
         f"load average (1 min) {load_start:.1f} at start, {os.getloadavg()[0]:.1f} at end"
     )
     print(
@@ -360,8 +361,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def tiny(args: argparse.Namespace) -> int:
-    sys.path.insert(0, str(REPO))
-    from guardray.merge.tiny import build_llama_family
+    _bench.setup()
+    from guardray.modeling.tiny import build_llama_family
 
     paths = build_llama_family(Path(args.out_dir))
     print("wrote " + ", ".join(str(p) for p in paths.values()))

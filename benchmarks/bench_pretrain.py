@@ -2,7 +2,7 @@
 
 Measures, on the same model (default: the embedded all-MiniLM-L6-v2) and the same rows:
 
-1. tokens/s and samples/s of the full job (`guardray.train.gip_ray.run_pretrain`: Ray Data
+1. tokens/s and samples/s of the full job (`guardray.pretrain.run.run_pretrain`: Ray Data
    streaming + tokenisation, Ray Train TorchTrainer, DeepSpeed fp32, all-reduce guard,
    metric reports) with 1 worker (``--repeats`` times, ZeRO ``--zero-stage``, default 0:
    one rank has nothing to partition) and 2 workers (ZeRO-2), from the per-step timestamps
@@ -37,23 +37,14 @@ import json
 import os
 import platform
 import statistics
-import sys
-import threading
 import tempfile
+import threading
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", "1")
+import _bench
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests" / "train"))
+REPO = _bench.setup("pretrain")
 
 
 def write_rows(folder: Path, n: int) -> Path:
@@ -65,7 +56,7 @@ def write_rows(folder: Path, n: int) -> Path:
 def make_config(tmp: Path, data: Path, args, *, workers: int, name: str, weights=(1, 1, 1),
                 alice_steps: int = 1, zero_stage: int = 2):
     from guardray.config import load_config
-    from guardray.train.gip_config import PretrainConfig
+    from guardray.pretrain.config import PretrainConfig
 
     return load_config(PretrainConfig, REPO / "configs" / "debug" / "pretrain.yaml", (
         f"model.base={args.model}", f"model.max_length={args.max_length}",
@@ -105,8 +96,8 @@ class Prepared:
         from transformers import AutoTokenizer
 
         from guardray.io.shards import list_shards
-        from guardray.train.gip_data import GIPTokenizer, TokenizerInfo
-        from guardray.train.gip_ray import load_descriptions
+        from guardray.pretrain.data import GIPTokenizer, TokenizerInfo
+        from guardray.pretrain.run import load_descriptions
 
         self.info = TokenizerInfo.from_tokenizer(AutoTokenizer.from_pretrained(base))
         self.params = cfg.data_params()
@@ -114,7 +105,7 @@ class Prepared:
         self.tokenized = GIPTokenizer(base, load_descriptions(cfg), cfg.model.max_length)(table)
 
     def batch(self, step: int, bs: int) -> dict:
-        from guardray.train.gip_data import collate_batch
+        from guardray.pretrain.data import collate_batch
 
         part = self.tokenized.slice((step * bs) % (self.tokenized.num_rows - bs), bs)
         return collate_batch({c: part.column(c).to_numpy(zero_copy_only=False)
@@ -131,9 +122,10 @@ def single_process_loop(cfg, base: str, prepared: Prepared, args, *,
     """
     import torch
 
-    from guardray.losses.gip import AliceParams
-    from guardray.modeling.gip_model import GIPModel
-    from guardray.train.gip_step import gip_step, param_groups
+    from guardray.modeling.training import param_groups
+    from guardray.pretrain.losses import AliceParams
+    from guardray.pretrain.model import GIPModel
+    from guardray.pretrain.step import gip_step
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -174,10 +166,10 @@ def single_process_loop(cfg, base: str, prepared: Prepared, args, *,
 def _deepspeed_engine(cfg, model, groups, steps: int):
     import socket
 
-    from guardray.train.deepspeed_config import build_deepspeed_config
-    from guardray.train.gip_engine import prepare_deepspeed
-
     import torch.distributed as dist
+
+    from guardray.pretrain.deepspeed_config import build_deepspeed_config
+    from guardray.pretrain.engine import prepare_deepspeed
 
     deepspeed = prepare_deepspeed(use_gpu=False)
     if not dist.is_initialized():  # one 1-rank gloo group for every DeepSpeed row
@@ -255,7 +247,7 @@ class CpuWindow(threading.Thread):
 
 
 def ray_loop(cfg, args) -> dict:
-    from guardray.train.gip_ray import resolve_log_dir, run_pretrain
+    from guardray.pretrain.run import resolve_log_dir, run_pretrain
 
     history = Path(resolve_log_dir(cfg)) / "history.jsonl"
     # timed window: after the warm-up steps, up to the step before the final checkpoint
@@ -299,7 +291,7 @@ def main() -> None:
     p.add_argument("--out", default=None, help="write the results as JSON here")
     args = p.parse_args()
 
-    from guardray.train.finetune_ray import resolve_base
+    from guardray.finetune.run import resolve_base
 
     base = resolve_base(args.model)
     tmp = Path(tempfile.mkdtemp(prefix="bench-pretrain-"))
@@ -353,8 +345,8 @@ def mlm_head_cost(base: str, args, pairs: int = 12) -> dict:
     """
     import torch
 
-    from guardray.losses.gip import IGNORE_INDEX, mlm_loss
-    from guardray.modeling.gip_model import GIPModel
+    from guardray.pretrain.losses import IGNORE_INDEX, mlm_loss
+    from guardray.pretrain.model import GIPModel
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -9,21 +9,17 @@ Usage:
 from __future__ import annotations
 
 import logging
-import sys
-from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make `jobs` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from guardray.dedup.config import DedupConfig  # noqa: E402
+from guardray.cli.job_runner import script_main
+from guardray.dedup import DedupConfig
 
 log = logging.getLogger("guardray.jobs.dedup")
 
 
 def main(cfg: DedupConfig) -> None:
     """Remove exact and near-duplicate rows of ``cfg.input_dir`` into ``cfg.output_dir``."""
-    from guardray.dedup.stage import check_paths, run_dedup
-    from jobs._ray import init_ray
+    from guardray.cli.ray_init import init_ray
+    from guardray.dedup import check_paths, run_dedup
 
     check_paths(cfg)  # bad folders fail before Ray starts
     init_ray(cfg.ray)
@@ -35,6 +31,4 @@ def main(cfg: DedupConfig) -> None:
 
 
 if __name__ == "__main__":
-    from guardray.cli.job_runner import script_main
-
-    script_main(DedupConfig, main)
+    script_main("dedup", main)

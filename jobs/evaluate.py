@@ -11,21 +11,17 @@ Usage:
 from __future__ import annotations
 
 import logging
-import sys
-from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make `jobs` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from guardray.eval.config import EvaluateConfig  # noqa: E402
+from guardray.cli.job_runner import script_main
+from guardray.evaluate import EvaluateConfig
 
 log = logging.getLogger("guardray.jobs.evaluate")
 
 
 def main(cfg: EvaluateConfig) -> None:
     """Evaluate ``cfg.model`` (or ``cfg.judge``) on ``cfg.data`` on Ray; print a summary table."""
-    from guardray.eval.runner import run_evaluation
-    from jobs._ray import init_ray
+    from guardray.cli.ray_init import init_ray
+    from guardray.evaluate import run_evaluation
 
     cfg.check_runnable()
     summary = run_evaluation(cfg, connect=lambda: init_ray(cfg.ray))
@@ -52,6 +48,4 @@ def summary_text(summary: dict, output_dir: str) -> str:
 
 
 if __name__ == "__main__":
-    from guardray.cli.job_runner import script_main
-
-    script_main(EvaluateConfig, main)
+    script_main("evaluate", main)

@@ -12,21 +12,17 @@ near-duplicates (the input of the later stages) are in ``{output_dir}/dedup``.
 from __future__ import annotations
 
 import logging
-import sys
-from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make `jobs` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from guardray.synth.config import GenerateConfig  # noqa: E402
+from guardray.cli.job_runner import script_main
+from guardray.generate import GenerateConfig
 
 log = logging.getLogger("guardray.jobs.generate")
 
 
 def main(cfg: GenerateConfig) -> None:
     """Generate synthetic samples for ``cfg.policies`` on Ray with ``cfg``."""
-    from guardray.synth.stage import run_generate
-    from jobs._ray import init_ray
+    from guardray.cli.ray_init import init_ray
+    from guardray.generate import run_generate
 
     if cfg.llm.backend == "transformers":
         # Convert an embedded model once here, not in every actor at the same time.
@@ -57,6 +53,4 @@ def _dedup_line(dedup: dict) -> str:
 
 
 if __name__ == "__main__":
-    from guardray.cli.job_runner import script_main
-
-    script_main(GenerateConfig, main)
+    script_main("generate", main)

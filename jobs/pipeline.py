@@ -13,26 +13,20 @@ Rerunning the same config resumes (see `guardray.pipeline.runner`).
 from __future__ import annotations
 
 import logging
-import sys
-from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make `jobs` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from guardray.pipeline.config import PipelineConfig  # noqa: E402
+from guardray.cli.job_runner import script_main
+from guardray.pipeline import PipelineConfig
 
 log = logging.getLogger("guardray.jobs.pipeline")
 
 
 def main(cfg: PipelineConfig) -> None:
     """Run the end-to-end pipeline on Ray with ``cfg``; print the report."""
-    from guardray.pipeline.runner import run_pipeline
-    from jobs._ray import init_ray
+    from guardray.cli.ray_init import init_ray
+    from guardray.pipeline import run_pipeline
 
     print(run_pipeline(cfg, connect=lambda: init_ray(cfg.ray)), end="")
 
 
 if __name__ == "__main__":
-    from guardray.cli.job_runner import script_main
-
-    script_main(PipelineConfig, main)
+    script_main("pipeline", main)

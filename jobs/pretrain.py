@@ -13,24 +13,19 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
-from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make `jobs` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from guardray.train.gip_config import PretrainConfig  # noqa: E402
+from guardray.cli.job_runner import script_main
+from guardray.pretrain import PretrainConfig
 
 log = logging.getLogger("guardray.jobs.pretrain")
 
 
 def main(cfg: PretrainConfig) -> None:
     """Pretrain a guard encoder with GIP (MLM + ALICE++ + CE) and export it as an HF checkpoint."""
-    from guardray.train.gip_ray import run_pretrain
-    from jobs._ray import init_ray
+    from guardray.cli.ray_init import init_ray
+    from guardray.pretrain import run_pretrain
 
-    init_ray(cfg.ray)
-    summary = run_pretrain(cfg)
+    summary = run_pretrain(cfg, connect=lambda: init_ray(cfg.ray))  # Ray after the checks
     brief = {k: summary[k] for k in ("run_name", "rows", "global_step", "start_step", "export",
                                      "checkpoint", "log_dir", "seconds")}
     brief["metrics"] = {k: summary["metrics"].get(k) for k in
@@ -39,6 +34,4 @@ def main(cfg: PretrainConfig) -> None:
 
 
 if __name__ == "__main__":
-    from guardray.cli.job_runner import script_main
-
-    script_main(PretrainConfig, main)
+    script_main("pretrain", main)

@@ -13,11 +13,13 @@ s3fs, botocore or pyarrow: every S3 call goes over HTTP (Ray workers included).
 
 One Ray instance serves the whole test session (`ray_session`). It declares more logical CPUs
 than the machine has, and Ray Train workers in tests ask for fractional CPUs: a Train worker
-that takes a whole CPU on a 2-core machine starves Ray Data and deadlocks (DESIGN.md).
+that takes a whole CPU on a 2-core machine starves Ray Data and deadlocks
+(docs/ARCHITECTURE.md, "Environment facts").
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import tempfile
@@ -131,3 +133,28 @@ def s3_client(s3_server):
         aws_secret_access_key=S3_SECRET_KEY,
         region_name=S3_REGION,
     )
+
+
+# --------------------------------------------------------------------------- progress lines
+
+
+class _Lines(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def progress_lines():
+    """The progress logger's lines (a handler on it: works whether or not the CLI's logging
+    setup stopped ``guardray`` records from propagating to the root logger)."""
+    logger = logging.getLogger("guardray.progress")
+    handler, level = _Lines(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield handler.lines
+    logger.removeHandler(handler)
+    logger.setLevel(level)

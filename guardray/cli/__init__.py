@@ -1,9 +1,13 @@
 """The ``guardray`` command line.
 
-Each subcommand lives in its own module under ``guardray.cli`` and exposes
-``register(subparsers) -> None``, which adds its parser and sets ``handler=fn`` where
-``fn(args) -> int | None``. Modules here import only argparse-level things at import time;
-handlers import heavy libraries (torch, ray) when they run, so ``guardray --help`` is instant.
+Every job of `guardray.cli.registry.JOBS` is a subcommand with the standard form ``guardray <job>
+--config FILE [key=value ...]`` (`guardray.cli.job_runner`), unless it has a module
+``guardray.cli.<job>_cmd`` with a richer form (``evaluate``, ``merge``) that still runs the job's
+``main``. Tool commands (version, policies, models) have their own modules. Each module exposes
+``register(subparsers) -> None``, which adds its parser and sets ``handler=fn`` where ``fn(args) ->
+int | None``; every handler ends expected errors the same way
+(`guardray.cli.job_runner.run_guarded`). Modules here import only argparse-level things at import
+time; handlers import heavy libraries (torch, ray) when they run, so ``guardray --help`` is instant.
 """
 
 from __future__ import annotations
@@ -14,23 +18,25 @@ import logging
 import sys
 
 from guardray import __version__
-from guardray.config.base import ConfigError
 
 log = logging.getLogger("guardray")
 
-# Subcommand modules, in the order `guardray --help` lists them. Later stages add theirs here.
-SUBCOMMAND_MODULES: tuple[str, ...] = (
+# Commands that are not jobs, listed first by `guardray --help`.
+TOOL_MODULES: tuple[str, ...] = (
     "guardray.cli.version_cmd",
     "guardray.cli.policies_cmd",
     "guardray.cli.models_cmd",
-    "guardray.cli.pipeline_cmd",
-    "guardray.cli.generate_cmd",
-    "guardray.cli.dedup_cmd",
-    "guardray.cli.pretrain_cmd",
-    "guardray.cli.finetune_cmd",
-    "guardray.cli.evaluate_cmd",
-    "guardray.cli.merge_cmd",
 )
+
+
+def _job_module(name: str):
+    """``guardray.cli.<name>_cmd`` when the job has its own command-line form, else None."""
+    try:
+        return importlib.import_module(f"guardray.cli.{name}_cmd")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"guardray.cli.{name}_cmd":
+            return None
+        raise
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,14 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # a stage that has not landed yet: leave it out of the CLI
-                continue
-            raise
-        module.register(sub)
+    for name in TOOL_MODULES:
+        importlib.import_module(name).register(sub)
+    from guardray.cli.job_runner import add_job_command
+    from guardray.cli.registry import JOBS
+
+    for job in JOBS.values():  # each job: the standard form, or its own module's richer one
+        module = _job_module(job.name)
+        if module is None:
+            add_job_command(sub, job)
+        else:
+            module.register(sub)
     return parser
 
 
@@ -67,14 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     if handler is None:
         parser.print_help()
         return 2
-    try:
-        return int(handler(args) or 0)
-    except ConfigError as exc:
-        log.error("%s", exc)
-        return 2
-    except KeyboardInterrupt:
-        log.error("interrupted")
-        return 130
+    from guardray.cli.job_runner import run_guarded
+
+    return run_guarded(args.command, lambda: handler(args))
 
 
 if __name__ == "__main__":  # pragma: no cover - python -m guardray.cli

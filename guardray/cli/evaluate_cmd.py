@@ -17,9 +17,6 @@ last. Bad data ends with a one-line error and exit status 1.
 from __future__ import annotations
 
 import argparse
-import logging
-
-log = logging.getLogger("guardray")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -72,7 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _dataset(spec: str, args, split: str | None, validation: bool = False) -> dict:
-    from guardray.eval.datasets import parse_data_spec
+    from guardray.data import parse_data_spec
 
     parsed = parse_data_spec(spec)
     entry: dict = {"path": parsed.path, "benchmark": parsed.benchmark}
@@ -106,7 +103,7 @@ def build_config(args):
     """The `EvaluateConfig` from a file (``--config``/``--judge``), the flags and overrides."""
     from guardray.config import load_config, load_yaml
     from guardray.config.base import ConfigError
-    from guardray.eval.config import EvaluateConfig
+    from guardray.evaluate import EvaluateConfig
 
     source = args.judge or args.config
     data = {}
@@ -143,35 +140,23 @@ def build_config(args):
 
 
 def run(args: argparse.Namespace) -> int:
-    from guardray.eval.datasets import DatasetError, MissingDependencyError
-    from guardray.eval.judges import JudgeUnavailableError
-    from guardray.eval.predict import PredictError
-    from guardray.eval.runner import EvaluationError
+    if args.compare:
+        return _compare(args)
+    cfg = build_config(args)
+    if args.print_config:
+        import yaml
 
-    errors = (DatasetError, MissingDependencyError, EvaluationError, PredictError,
-              JudgeUnavailableError, FileNotFoundError)
-    try:
-        if args.compare:
-            return _compare(args)
-        cfg = build_config(args)
-        if args.print_config:
-            import yaml
-
-            print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
-            return 0
-        cfg.check_runnable()
-        from jobs.evaluate import main
-
-        main(cfg)  # connects with jobs._ray.init_ray once the data has loaded
+        print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
         return 0
-    except errors as exc:
-        log.error("evaluate failed: %s", exc)
-        return 1
+    from jobs.evaluate import main
+
+    main(cfg)  # checks the config, loads the data, then connects to Ray
+    return 0
 
 
 def _compare(args) -> int:
     from guardray.config.base import ConfigError
-    from guardray.eval.report import compare_evaluations
+    from guardray.evaluate import compare_evaluations
 
     if not args.out:
         raise ConfigError("--compare needs --out DIR for the combined report")

@@ -1,26 +1,25 @@
-"""Shared plumbing of job commands: ``guardray <job> --config FILE [key=value ...]``.
+"""The one entry contract of every job: ``guardray <job> ...`` and ``python jobs/<job>.py ...``.
 
-A job is a pydantic config class plus ``main(cfg) -> None`` in ``jobs/<job>.py``. The same
-job runs as ``python jobs/<job>.py --config FILE key=value`` (what ``ray job submit`` runs)
-and as ``guardray <job> ...``; both parse arguments here.
+A job is a pydantic config class plus ``main(cfg) -> None`` in ``jobs/<job>.py``, listed in
+`guardray.cli.registry.JOBS`. Both ways of starting it parse ``--config FILE``, trailing
+``key=value`` overrides and ``--print-config`` here, run the same ``main``, and end on an
+expected error (`guardray.errors.EXPECTED`) the same way: one line on stderr and exit status 1
+(2 for an invalid configuration). That holds under ``ray job submit`` too, where the script's
+exit status is the job's.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import importlib
 import logging
 import sys
-from typing import Any, Callable
+from typing import Callable
+
+from guardray.cli.registry import JOBS, Job, import_ref
+from guardray.errors import EXPECTED, report
 
 log = logging.getLogger("guardray")
-
-
-def import_ref(ref: str) -> Any:
-    """Import ``"package.module:attribute"``."""
-    module, _, attr = ref.partition(":")
-    return getattr(importlib.import_module(module), attr)
 
 
 def add_job_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,35 +33,22 @@ def add_job_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_job_command(
-    sub: argparse._SubParsersAction, name: str, help: str, config_ref: str, job_ref: str,
-    errors: tuple[str, ...] = (),
-) -> None:
-    """Register ``guardray <name>`` running ``job_ref`` with a ``config_ref`` config.
-
-    Args:
-        errors: ``"module:Class"`` refs of the exceptions that mean bad input or a failed run
-            (not a bug): they end the command with a one-line error and exit status 1
-            instead of a traceback.
-    """
-    p = sub.add_parser(name, help=help, description=help)
+def add_job_command(sub: argparse._SubParsersAction, job: Job) -> None:
+    """Register ``guardray <job.name>`` running ``job.main`` with a ``job.config`` config."""
+    p = sub.add_parser(job.name, help=job.help, description=job.help)
     add_job_arguments(p)
-    p.set_defaults(handler=functools.partial(_run, name=name, config_ref=config_ref,
-                                             job_ref=job_ref, errors=errors))
+    p.set_defaults(handler=functools.partial(_run, job=job))
 
 
-def _run(args: argparse.Namespace, *, name: str, config_ref: str, job_ref: str,
-         errors: tuple[str, ...]) -> int:
-    expected = tuple(import_ref(ref) for ref in errors)
-    try:
-        return run_job(import_ref(config_ref), lambda: import_ref(job_ref), args)
-    except expected as exc:
-        log.error("%s failed: %s", name, exc)
-        return 1
+def _run(args: argparse.Namespace, *, job: Job) -> int:
+    return run_job(import_ref(job.config), lambda: import_ref(job.main), args)
 
 
 def run_job(config_cls: type, get_main: Callable[[], Callable], args: argparse.Namespace) -> int:
-    """Load the config (file + overrides), then print it or run the job."""
+    """Load the config (file + overrides), then print it or run the job.
+
+    Expected errors propagate; `run_guarded` turns them into one line and an exit status.
+    """
     from guardray.config import load_config
 
     cfg = load_config(config_cls, args.config, args.overrides)
@@ -75,18 +61,25 @@ def run_job(config_cls: type, get_main: Callable[[], Callable], args: argparse.N
     return 0
 
 
-def script_main(config_cls: type, main: Callable, argv: list[str] | None = None) -> None:
-    """``if __name__ == "__main__"`` body of ``jobs/<job>.py``; exits with the job's status."""
-    from guardray.config.base import ConfigError
+def run_guarded(name: str, fn: Callable[[], int | None]) -> int:
+    """``fn()``'s exit status; an expected error becomes one logged line and status 1 (2 for
+    an invalid configuration), Ctrl-C status 130. Other errors keep their traceback."""
+    try:
+        return int(fn() or 0)
+    except EXPECTED as exc:
+        return report(name, exc, log)
+    except KeyboardInterrupt:
+        log.error("%s interrupted", name)
+        return 130
+
+
+def script_main(name: str, main: Callable, argv: list[str] | None = None) -> None:
+    """``if __name__ == "__main__"`` body of ``jobs/<name>.py``; exits with the job's status."""
     from guardray.logging_setup import setup_logging
 
-    parser = argparse.ArgumentParser(description=(main.__doc__ or "").strip().splitlines()[0])
+    job = JOBS[name]
+    parser = argparse.ArgumentParser(prog=f"jobs/{name}.py", description=job.help)
     add_job_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging()
-    try:
-        code = run_job(config_cls, lambda: main, args)
-    except ConfigError as exc:
-        log.error("%s", exc)
-        code = 2
-    sys.exit(code)
+    sys.exit(run_guarded(name, lambda: run_job(import_ref(job.config), lambda: main, args)))

@@ -7,7 +7,7 @@ CONFIG uses MergeKit's YAML schema (``merge_method``, ``base_model``, ``models``
 from __future__ import annotations
 
 import argparse
-import logging
+import json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -49,44 +49,32 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from guardray.merge.checkpoint import CheckpointError
-    from guardray.merge.config import load_merge_config
-    from guardray.merge.engine import MergeError
+    """Load the recipe with the command line's settings, then run ``jobs/merge.py``'s ``main``
+    (or only validate it with ``--dry-run``)."""
+    from guardray.merge import load_merge_config
 
-    overrides = list(args.overrides)
+    overrides = [f"output_dir={json.dumps(str(args.output_dir))}", *args.overrides]
     if args.max_shard_size:
         overrides.append(f"max_shard_size={args.max_shard_size}")
+    for flag, key, value in ((args.overwrite, "overwrite", "true"),
+                             (args.no_progress, "progress", "false"),
+                             (args.no_prefetch, "prefetch", "false"),
+                             (args.device, "device", args.device)):
+        if flag:
+            overrides.append(f"{key}={value}")
     cfg = load_merge_config(args.config, overrides)
-    try:
-        if args.dry_run:
-            return _dry_run(cfg, args)
-        from guardray.merge.executor import run_merge
+    if args.dry_run:
+        return _dry_run(cfg, args)
+    from jobs.merge import main
 
-        result = run_merge(
-            cfg,
-            args.output_dir,
-            overwrite=args.overwrite,
-            device=args.device,
-            progress=not args.no_progress,
-            prefetch=not args.no_prefetch,
-        )
-    except (CheckpointError, MergeError, FileExistsError, NotADirectoryError) as exc:
-        # The config is valid but the models or the output folder are not: exit 1, no traceback.
-        logging.getLogger("guardray").error("merge failed: %s", exc)
-        return 1
-    stats = result.stats
-    print(
-        f"merged {stats['merged']} tensors (+{stats['copied']} copied) with "
-        f"{cfg.method.name} in {result.seconds:.1f} s -> {result.output_dir}"
-    )
+    main(cfg)
     return 0
 
 
 def _dry_run(cfg, args) -> int:
-    from guardray.merge.engine import check_compatible
-    from guardray.merge.executor import build_job
+    from guardray.merge import build_job, check_compatible
 
-    job, opened = build_job(cfg, args.device)
+    job, opened = build_job(cfg, None)
     try:
         names = check_compatible(job)
     finally:

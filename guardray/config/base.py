@@ -1,14 +1,14 @@
-"""Base classes for configuration models and the error they raise."""
+"""Base classes of configuration models, the sections every stage shares, and their error."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from guardray.errors import ConfigError
 
-__all__ = ["ConfigError", "JobConfig", "StrictModel"]
+__all__ = ["ConfigError", "JobConfig", "RayConfig", "SplitConfig", "StageConfig", "StrictModel"]
 
 
 class StrictModel(BaseModel):
@@ -32,3 +32,50 @@ class JobConfig(StrictModel):
             raise ConfigError(
                 f"this file is a {self.job!r} config, but it was given to the {self.JOB_NAME!r} job"
             )
+
+
+class RayConfig(StrictModel):
+    """How a job connects to Ray.
+
+    Attributes:
+        address: a cluster address (``auto``, ``ray://host:10001``); None starts a local
+            instance unless ``RAY_ADDRESS`` is set (as it is under ``ray job submit``).
+        num_cpus: logical CPUs of a local instance (None: Ray's default, the core count).
+        dashboard: start the dashboard with a local instance.
+    """
+
+    address: str | None = None
+    num_cpus: int | None = Field(default=None, ge=1)
+    dashboard: bool = False
+
+
+class SplitConfig(StrictModel):
+    """Fractions of rows assigned to validation and test (deterministically, by row id)."""
+
+    validation: float = Field(default=0.1, ge=0, lt=1)
+    test: float = Field(default=0.1, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sum_below_one(self) -> "SplitConfig":
+        if self.validation + self.test >= 1:
+            raise ValueError(
+                f"validation + test must be below 1, got {self.validation} + {self.test}"
+            )
+        return self
+
+
+class StageConfig(JobConfig):
+    """Base of the config of a job that writes a folder and runs on Ray.
+
+    Subclasses give ``output_dir`` its default (``outputs/<job>``).
+
+    Attributes:
+        output_dir: where the job writes (local path or ``s3://bucket/prefix``).
+        ray: Ray connection.
+        storage_options: S3 settings (endpoint_url, key, secret...) for ``s3://`` locations;
+            empty: the standard AWS environment variables.
+    """
+
+    output_dir: str = "outputs"
+    ray: RayConfig = Field(default_factory=RayConfig)
+    storage_options: dict[str, Any] = Field(default_factory=dict)

@@ -18,3 +18,13 @@ Modules (pure ones import neither Ray nor files):
 
 Importing this package imports nothing heavy.
 """
+
+from guardray._lazy import lazy_exports
+
+__getattr__, __all__ = lazy_exports(__name__, {
+    "DedupConfig": "config",
+    "DedupSettings": "config",
+    "run_dedup": "stage",
+    "dedup_dataset": "stage",
+    "check_paths": "stage",
+})

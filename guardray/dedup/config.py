@@ -13,12 +13,11 @@ Example (``configs/dedup.yaml``)::
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from guardray.config.base import JobConfig, StrictModel
-from guardray.pipeline.config import RayConfig
+from guardray.config.base import StageConfig, StrictModel
 
 SCOPES = ("policy", "global")
 METHODS = ("global", "per_batch", "exact_only")
@@ -109,7 +108,7 @@ class DedupSettings(StrictModel):
     seed: int = 0
 
 
-class DedupConfig(DedupSettings, JobConfig):
+class DedupConfig(DedupSettings, StageConfig):
     """Exact and semantic near-duplicate removal of sample shards (the dedup job).
 
     Attributes:
@@ -127,5 +126,3 @@ class DedupConfig(DedupSettings, JobConfig):
     input_dir: str = "outputs/generate"
     output_dir: str = "outputs/dedup"
     overwrite: bool = False
-    ray: RayConfig = Field(default_factory=RayConfig)
-    storage_options: dict[str, Any] = Field(default_factory=dict)

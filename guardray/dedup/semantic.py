@@ -138,12 +138,11 @@ def global_dedup(
 
 def _all_edges(emb, members, guests, threshold, params: GlobalParams, progress: bool):
     """Edges of every cluster, merged and cut to each row's earliest ``max_neighbors``."""
-    from tqdm.auto import tqdm
+    from guardray.progress import Progress
 
     later_parts, earlier_parts, sim_parts, cut_rows = [], [], [], []
-    clusters = range(len(members))
-    for c in tqdm(clusters, desc="dedup clusters", unit="cluster", disable=not progress,
-                  mininterval=5):
+    bar = Progress("dedup pairwise", len(members), unit="cluster", enabled=progress)
+    for c in range(len(members)):
         later, earlier, sim, cut = cluster_edges(
             emb, members[c], guests[c], threshold,
             max_neighbors=params.max_neighbors, block_size=params.block_size,
@@ -154,6 +153,8 @@ def _all_edges(emb, members, guests, threshold, params: GlobalParams, progress: 
             sim_parts.append(sim)
         if len(cut):
             cut_rows.append(cut)
+        bar.update(1)
+    bar.close()
     cut = np.concatenate(cut_rows) if cut_rows else np.empty(0, np.int64)
     if not later_parts:
         return merge_edges(*_empty_edges()[:3], cut, len(emb), params.max_neighbors)

@@ -38,6 +38,7 @@ from guardray.dedup.config import DedupConfig
 from guardray.dedup.embed import EMBEDDING, embed_dataset
 from guardray.dedup.normalize import row_key, text_hashes
 from guardray.dedup.semantic import GlobalParams
+from guardray.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -227,14 +228,17 @@ def _embed_survivors(keyed, survivor_keys: np.ndarray, cfg: DedupConfig) -> np.n
     filtered = _filter(keyed, survivor_keys, [ROW_KEY, schema.TEXT])
     emb: np.ndarray | None = None
     filled = np.zeros(len(survivor_keys), bool)
+    progress = Progress("dedup: embedding", len(survivor_keys), unit="row")
     for batch in embed_dataset(filtered, cfg.embedder, [ROW_KEY]).iter_batches(
             batch_format="numpy", batch_size=None):
         vectors = np.asarray(batch[EMBEDDING])
+        progress.update(len(vectors))
         if emb is None:
             emb = np.empty((len(survivor_keys), vectors.shape[1]), vectors.dtype)
         target = sort_idx[np.searchsorted(sorted_keys, batch[ROW_KEY].astype(np.uint64))]
         emb[target] = vectors
         filled[target] = True
+    progress.close()
     if emb is None or not filled.all():
         raise RuntimeError(f"embedding returned {int(filled.sum())} of {len(survivor_keys)} rows")
     return emb
@@ -370,9 +374,7 @@ def run_dedup(cfg: DedupConfig) -> dict[str, Any]:
     Raises:
         ConfigError: bad folders (see `check_paths`).
     """
-    from guardray.io import shards, uris
-    from guardray.io.manifest import write_manifest
-    from guardray.io.ray_data import read_shards_dataset, write_dataset_shards
+    from guardray.io import read_shards_dataset, shards, uris, write_dataset_shards, write_manifest
 
     so = cfg.storage_options or None
     _, existing = check_paths(cfg)

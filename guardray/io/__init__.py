@@ -11,12 +11,9 @@ Importing this package is cheap: the names below load their module on first use,
 ``import guardray.io`` imports neither pyarrow nor Ray.
 """
 
-from __future__ import annotations
+from guardray._lazy import lazy_exports
 
-import importlib
-from typing import Any
-
-_EXPORTS = {
+__getattr__, __all__ = lazy_exports(__name__, {
     "parse_uri": "uris",
     "join_uri": "uris",
     "get_filesystem": "uris",
@@ -38,13 +35,4 @@ _EXPORTS = {
     "MANIFEST_NAME": "manifest",
     "read_shards_dataset": "ray_data",
     "write_dataset_shards": "ray_data",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'guardray.io' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"guardray.io.{module}"), name)
+})

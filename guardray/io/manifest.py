@@ -1,7 +1,7 @@
 """The small ``manifest.json`` every stage writes next to its output.
 
 It records what the stage read, how it was configured and what happened to the rows, so a run
-can be audited and compared later (DESIGN.md, "Data contracts")::
+can be audited and compared later (docs/ARCHITECTURE.md, "Data contracts")::
 
     {
       "manifest_version": 1,
@@ -30,6 +30,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from guardray.errors import DataError
 from guardray.io import uris
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ _KEYS = ("manifest_version", "stage", "created_at", "guardray_version", "inputs"
          "counts", "extra")
 
 
-class ManifestError(ValueError):
+class ManifestError(DataError):
     """A manifest cannot be built or read; the message names the field or file."""
 
 

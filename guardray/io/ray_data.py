@@ -157,3 +157,24 @@ def _write_batch(batch, *, dir_uri: str, prefix: str, storage_options: dict[str,
     path = shards.write_shard(batch, dir_uri, prefix=prefix, if_exists="overwrite",
                               storage_options=storage_options)
     return pa.table({"path": [path], "num_rows": [batch.num_rows]})
+
+
+def to_pandas_with_progress(ds, what: str, total: int | None, unit: str = "row"):
+    """``ds.to_pandas()``, reporting rows as they arrive (`guardray.progress`).
+
+    Args:
+        ds: a Ray Dataset.
+        what: names the work in the progress lines.
+        total: rows expected (None: unknown).
+        unit: name of a row.
+    """
+    import pandas as pd
+
+    from guardray.progress import Progress
+
+    parts = []
+    with Progress(what, total, unit=unit) as progress:
+        for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
+            parts.append(batch)
+            progress.update(len(batch))
+    return pd.concat(parts, ignore_index=True) if parts else ds.limit(0).to_pandas()

@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from guardray import schema
+from guardray.errors import DataError
 from guardray.io import uris
 
 logger = logging.getLogger(__name__)
@@ -62,15 +63,15 @@ Options = uris.Options
 RowsLike = Any  # pa.Table | pa.RecordBatch | pandas.DataFrame | Mapping[col, seq] | Iterable[row]
 
 
-class ShardSchemaError(ValueError):
+class ShardSchemaError(DataError):
     """Rows or a shard file do not match the sample schema; the message names the column."""
 
 
-class CorruptShardError(ValueError):
+class CorruptShardError(DataError):
     """A shard file cannot be read as Parquet (truncated, garbage, ...); names the file."""
 
 
-class NoShardsError(FileNotFoundError):
+class NoShardsError(DataError, FileNotFoundError):
     """A shard folder holds no shards."""
 
 
@@ -232,11 +233,18 @@ def _conform_column(column: pa.ChunkedArray, field: pa.Field, where: str) -> pa.
                                "(use guardray.schema.sample_id(policy_id, text))")
     allowed = _ALLOWED_VALUES.get(field.name)
     if allowed is not None and len(column):
-        valid = pc.is_in(column, pa.array(allowed, field.type))
-        bad = pc.unique(pc.filter(column, pc.invert(valid)))
+        invalid = pc.invert(pc.is_in(column, pa.array(allowed, field.type)))
+        also = ""
+        if field.name == schema.SOURCE:  # imported rows carry their provenance (schema docs)
+            invalid = pc.and_(invalid, pc.invert(pc.match_substring_regex(
+                column, schema.IMPORTED_SOURCE_PATTERN)))
+            also = " or an import provenance (dist==version:path, hub:id:split, file:path)"
+        bad = pc.unique(pc.filter(column, invalid))
         if len(bad):
+            first = pc.index(invalid, True).as_py()
             raise ShardSchemaError(f"{where}: column {field.name!r} has invalid value(s) "
-                                   f"{bad.to_pylist()[:5]}; valid values are {list(allowed)}")
+                                   f"{bad.to_pylist()[:5]} (first at row {first}); valid "
+                                   f"values are {list(allowed)}{also}")
     return column
 
 
@@ -319,14 +327,14 @@ def write_shard(
     with uris.open_atomic(target, storage_options) as handle:
         pq.write_table(table, handle, compression=COMPRESSION)
     logger.info("wrote shard %s (%d rows)", target, table.num_rows)
-    return target
+    return str(target)
 
 
-def _existing(target: str, if_exists: IfExists) -> str:
+def _existing(target, if_exists: IfExists) -> str:
     if if_exists == "skip":
         logger.info("shard %s exists: kept", target)
-        return target
-    raise FileExistsError(f"shard {target!r} already exists; pass if_exists='skip' to keep it "
+        return str(target)
+    raise FileExistsError(f"shard {str(target)!r} already exists; pass if_exists='skip' to keep it "
                           "or 'overwrite' to replace it")
 
 
@@ -439,3 +447,27 @@ def check_shard_schema(uri: PathLike, storage_options: Options = None) -> None:
         if actual != field.type:
             raise ShardSchemaError(f"{where}: column {field.name!r} has type {actual}, "
                                    f"expected {field.type}")
+
+
+def check_shard_values(uri: PathLike, storage_options: Options = None) -> None:
+    """Check one shard's schema and the values of its constrained columns (labels, split,
+    source), reading only those columns: a hand-written shard with ``label`` 7 fails here, by
+    file and row, instead of inside a training worker.
+
+    Raises:
+        CorruptShardError / ShardSchemaError: naming the file (and the first bad row).
+    """
+    check_shard_schema(uri, storage_options)
+    location = uris.parse_uri(uri).uri
+    filesystem, path = uris.get_filesystem(uri, storage_options)
+    names = list(_ALLOWED_VALUES)
+    try:
+        with filesystem.open_input_file(path) as handle:
+            table = pq.read_table(handle, columns=names)
+    except (pa.ArrowException, OSError) as exc:
+        raise CorruptShardError(f"shard {location!r} is not readable Parquet ({exc}); "
+                                "delete it and rerun the stage that wrote it") from exc
+    where = f"shard {location!r}"
+    fields = {f.name: f for f in schema.arrow_schema()}
+    for name in names:
+        _conform_column(table.column(name), fields[name], where)

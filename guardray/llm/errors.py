@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from guardray.config.base import ConfigError
+from guardray.errors import RunError
 
 
-class LLMBackendError(RuntimeError):
+class LLMBackendError(RunError):
     """A backend failed or cannot run (an endpoint's error answer, malformed messages, ...);
     the message says what happened and, where it can, what to change."""
 

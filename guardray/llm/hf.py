@@ -1,7 +1,7 @@
 """A local Hugging Face chat model that generates batches with per-row sampling settings.
 
 Used by the ``transformers`` backend (inside Ray Data actors) and by the OpenAI-compatible
-server (`guardray.serve.openai_compat`). Imports torch and transformers when constructed.
+server (`guardray.llm.openai_server`). Imports torch and transformers when constructed.
 
 Per-row sampling: every row of a batch has its own temperature, top-p, token limit and seed.
 Sampling uses the Gumbel-max trick on top of greedy decoding: for row i at each step,

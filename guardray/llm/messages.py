@@ -12,11 +12,13 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from guardray.errors import DataError
+
 ROLES: tuple[str, ...] = ("system", "user", "assistant")
 SEED_MODULUS = 2**31 - 1  # fits every backend's seed field (vLLM, OpenAI, torch)
 
 
-class MessagesError(ValueError):
+class MessagesError(DataError):
     """Chat messages have the wrong shape; the message names the index and the problem."""
 
 
@@ -66,3 +68,20 @@ def row_seed(base: int, *parts: Any) -> int:
         digest.update(b"\x1f")
         digest.update(json.dumps(part, sort_keys=True, ensure_ascii=False, default=str).encode())
     return int.from_bytes(digest.digest(), "big") % SEED_MODULUS
+
+
+def row_request(row: dict[str, Any], cfg, messages_column: str,
+                seed_column: str | None) -> tuple[list[dict[str, str]], int | None]:
+    """The normalised messages and the seed of one row (shared by every backend).
+
+    ``cfg`` is the `guardray.llm.config.LLMConfig`; without a seed column, a row's seed
+    derives from ``cfg.sampling.seed`` and its messages (None: unseeded sampling).
+    """
+    messages = normalize_messages(row.get(messages_column))
+    if seed_column is not None:
+        seed = int(row[seed_column])
+    elif cfg.sampling.seed is not None:
+        seed = row_seed(cfg.sampling.seed, messages)
+    else:
+        seed = None
+    return messages, seed

@@ -20,8 +20,7 @@ from typing import Any
 
 from guardray.llm.config import LLMConfig
 from guardray.llm.errors import LLMBackendConfigError, LLMBackendError
-from guardray.llm.messages import MessagesError
-from guardray.llm.stage import row_request
+from guardray.llm.messages import MessagesError, row_request
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from typing import Any
 
 from guardray.llm.config import LLMConfig
 from guardray.llm.errors import LLMBackendError
-from guardray.llm.messages import MessagesError, normalize_messages, row_seed
+from guardray.llm.messages import MessagesError, row_request
 
 log = logging.getLogger(__name__)
 
@@ -87,19 +87,6 @@ def generate_dataset(
     if cfg.backend == "vllm":
         return ray_llm.vllm_dataset(ds, cfg, columns)
     raise ValueError(f"unknown backend {cfg.backend!r}; valid: transformers, openai_http, vllm")
-
-
-def row_request(row: dict[str, Any], cfg: LLMConfig, messages_column: str,
-                seed_column: str | None) -> tuple[list[dict[str, str]], int | None]:
-    """The normalised messages and the seed of one row (shared by every backend)."""
-    messages = normalize_messages(row.get(messages_column))
-    if seed_column is not None:
-        seed = int(row[seed_column])
-    elif cfg.sampling.seed is not None:
-        seed = row_seed(cfg.sampling.seed, messages)
-    else:
-        seed = None
-    return messages, seed
 
 
 # --------------------------------------------------------------------------- transformers

@@ -10,28 +10,18 @@
 Importing this package is cheap: torch and the rest load when a name below is first used.
 """
 
-from __future__ import annotations
+from guardray._lazy import lazy_exports
 
-import importlib
-from typing import Any
-
-_EXPORTS = {
-    "MergeConfig": "guardray.merge.config",
-    "load_merge_config": "guardray.merge.config",
-    "run_merge": "guardray.merge.executor",
-    "MergeResult": "guardray.merge.executor",
-    "merge_state_dicts": "guardray.merge.api",
-    "merge_with_config": "guardray.merge.api",
-    "MergeError": "guardray.merge.engine",
-    "CheckpointError": "guardray.merge.checkpoint",
-    "method_names": "guardray.merge.registry",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'guardray.merge' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__, __all__ = lazy_exports(__name__, {
+    "MergeConfig": "config",
+    "load_merge_config": "config",
+    "run_merge": "executor",
+    "MergeResult": "executor",
+    "merge_state_dicts": "api",
+    "merge_with_config": "api",
+    "MergeError": "engine",
+    "CheckpointError": "checkpoint",
+    "method_names": "registry",
+    "check_compatible": "engine",
+    "build_job": "executor",
+})

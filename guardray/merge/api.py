@@ -19,10 +19,10 @@ from guardray.merge.engine import (
     MergeJob,
     check_compatible,
     iter_merged,
-    resolve_device,
     torch_threads,
 )
 from guardray.merge.registry import layer_index
+from guardray.modeling.training import resolve_device
 
 StateDict = Mapping[str, torch.Tensor]
 

@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from guardray.errors import ModelError
+
 SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64,
     "F32": torch.float32,
@@ -45,7 +47,7 @@ SINGLE_NAME = "model.safetensors"
 _MAX_HEADER = 100 * 1024 * 1024
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ModelError):
     """A checkpoint is missing, unreadable, or not what a merge needs."""
 
 

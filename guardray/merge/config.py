@@ -2,9 +2,10 @@
 
 MergeKit keys: ``merge_method``, ``base_model``, ``models: [{model, parameters}]``, top-level
 ``parameters``, ``dtype``, ``out_dtype``, ``tokenizer_source``. guardray keys: ``seed`` (DARE
-masks), ``device``, ``max_shard_size``, ``copy_tokenizer``, ``num_threads`` (torch CPU
-threads for the math, default 1). MergeKit's ``slices`` / ``modules``
-(layer stacking, "frankenmerges") are not supported and fail with a message saying so.
+masks), ``device``, ``max_shard_size``, ``copy_tokenizer``, ``num_threads`` (torch CPU threads for
+the math, default 1), and where the job writes: ``output_dir``, ``overwrite``, ``prefetch`` (read
+the next tensor while merging one), ``progress`` (a bar over tensors). MergeKit's ``slices`` /
+``modules`` (layer stacking, "frankenmerges") are not supported and fail with a message saying so.
 
 A model is a local folder of safetensors (``model.safetensors`` or a sharded index), or
 ``BASE+ADAPTER`` (MergeKit's syntax) for a LoRA adapter folder merged into ``BASE`` first, or a
@@ -62,7 +63,8 @@ class ModelEntry(StrictModel):
 
 
 class MergeConfig(JobConfig):
-    """A merge job (``guardray merge CONFIG OUTPUT_DIR``)."""
+    """A merge job (``guardray merge CONFIG OUTPUT_DIR`` / ``python jobs/merge.py --config
+    CONFIG output_dir=OUTPUT_DIR``)."""
 
     JOB_NAME: ClassVar[str] = "merge"
 
@@ -82,6 +84,11 @@ class MergeConfig(JobConfig):
     # memory-bound, a reader thread already overlaps I/O, and on a shared 2-core machine
     # multi-threaded small ops spin-wait for a descheduled thread (10-20x slower, measured).
     num_threads: int | None = Field(default=1, ge=1)
+    # where the merge job writes (``guardray merge CONFIG OUTPUT_DIR`` sets output_dir)
+    output_dir: str | None = None
+    overwrite: bool = False
+    prefetch: bool = True
+    progress: bool = True
     # MergeKit keys guardray does not implement: accepted by the schema, refused by the check.
     slices: Any = None
     modules: Any = None

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from guardray.errors import ModelError
 from guardray.merge.registry import MethodSpec, apply_method, layer_t, resolve
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ ARCH_KEYS = (
 )
 
 
-class MergeError(ValueError):
+class MergeError(ModelError):
     """The inputs cannot be merged: architectures, tensors or values do not fit."""
 
 
@@ -92,18 +93,6 @@ def torch_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(old)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (a GPU if torch sees one)."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise MergeError(
-            f"device {name!r} was requested but torch sees no CUDA GPU; use device: cpu or auto"
-        )
-    return device
 
 
 def check_compatible(job: MergeJob) -> list[str]:
@@ -282,11 +271,11 @@ def iter_merged(
     merged, but only when the two together are no bigger than the largest tensor: reading
     overlaps compute for the many small tensors while peak memory stays set by the largest one.
     """
-    from tqdm.auto import tqdm
+    from guardray.progress import Progress
 
     size = {n: _nbytes(job.reference.info(n)) for n in names}
     budget = max(size.values(), default=0)
-    bar = tqdm(total=len(names), desc=desc, unit="tensor", disable=not progress)
+    bar = Progress(desc, len(names), unit="tensor", enabled=progress)
     pool = ThreadPoolExecutor(max_workers=1) if prefetch and len(names) > 1 else None
     try:
         pending: Future | None = None

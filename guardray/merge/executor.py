@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from guardray.io.folders import atomic_folder, check_output_dir
 from guardray.merge.checkpoint import Checkpoint, CheckpointError
 from guardray.merge.config import DTYPES, MergeConfig, parse_size, validate_merge_config
 from guardray.merge.engine import (
@@ -25,18 +26,16 @@ from guardray.merge.engine import (
     check_compatible,
     iter_merged,
     output_dtype,
-    resolve_device,
     torch_threads,
 )
 from guardray.merge.io import (
     OutputTensor,
     ShardedWriter,
-    atomic_output_dir,
-    check_output_dir,
     copy_model_files,
 )
 from guardray.merge.lora import LoraAdapter, LoraMergedSource, is_adapter_dir
 from guardray.merge.registry import layer_index
+from guardray.modeling.training import resolve_device
 
 log = logging.getLogger(__name__)
 MANIFEST_NAME = "merge_manifest.json"
@@ -171,7 +170,7 @@ def run_merge(
             job.spec.name,
             job.device,
         )
-        with atomic_output_dir(out, overwrite=overwrite) as tmp:
+        with atomic_folder(out, overwrite=overwrite) as tmp:
             writer = ShardedWriter(
                 tmp,
                 plan,

@@ -8,14 +8,12 @@ no shard is ever held in memory.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import shutil
 import struct
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,61 +169,6 @@ class ShardedWriter:
         for f in self._handles.values():
             f.close()
         self._handles.clear()
-
-
-@contextlib.contextmanager
-def atomic_output_dir(final: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary folder next to ``final``; on success it replaces ``final``.
-
-    On an exception the temporary folder is removed and ``final`` is untouched. An existing,
-    non-empty ``final`` is only replaced with ``overwrite=True``; it is first renamed aside and
-    deleted once the new folder is in place.
-
-    Raises:
-        FileExistsError: ``final`` exists, is not empty, and ``overwrite`` is False.
-        NotADirectoryError: ``final`` exists and is a file.
-    """
-    final = Path(final).absolute()
-    check_output_dir(final, overwrite=overwrite)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tag = uuid.uuid4().hex[:8]
-    tmp = final.parent / f".{final.name}.tmp-{tag}"
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if final.exists():
-        old = final.parent / f".{final.name}.old-{tag}"
-        final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(final)
-    _fsync_dir(final.parent)
-
-
-def check_output_dir(final: Path, *, overwrite: bool) -> None:
-    """Fail early if ``final`` cannot be (re)placed."""
-    if final.exists() and not final.is_dir():
-        raise NotADirectoryError(f"output {final} exists and is a file")
-    if final.is_dir() and any(final.iterdir()) and not overwrite:
-        raise FileExistsError(
-            f"output folder {final} exists and is not empty; "
-            "pass --overwrite (overwrite=True) to replace it"
-        )
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def copy_model_files(

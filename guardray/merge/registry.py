@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -401,6 +401,89 @@ def _drop_rate(params: Mapping[str, Any], model_index: int) -> float:
     return 1.0 - density
 
 
+@dataclass(frozen=True)
+class MergeCall:
+    """One tensor's merge: the arguments `apply_method` passes to a method's implementation."""
+
+    base: Any
+    tensors: Sequence[Any]
+    weights: list[float]
+    shared: Mapping[str, Any]
+    per_model: Sequence[Mapping[str, Any]]
+    tensor_name: str
+    seed: int
+    consume: bool
+
+
+def _m():
+    from guardray.merge import methods  # torch: imported when a tensor is merged
+
+    return methods
+
+
+def _linear(c: MergeCall) -> Any:
+    return _m().linear(c.tensors, c.weights, normalize=c.shared["normalize"], consume=c.consume)
+
+
+def _task_arithmetic(c: MergeCall) -> Any:
+    return _m().task_arithmetic(c.base, c.tensors, c.weights, lam=c.shared["lambda"],
+                                normalize=c.shared["normalize"], consume=c.consume)
+
+
+def _ties(c: MergeCall) -> Any:
+    return _m().ties(c.base, c.tensors, c.weights, [p["density"] for p in c.per_model],
+                     lam=c.shared["lambda"], normalize=c.shared["normalize"],
+                     sign_vote=c.shared["sign_vote"], rescale=c.shared["rescale"],
+                     consume=c.consume)
+
+
+def _dare_args(c: MergeCall) -> tuple[list[float], list[Any], dict[str, Any]]:
+    """Drop rates, one seeded generator per input (eq. 5's masks), and the shared keywords."""
+    import torch
+
+    drops = [_drop_rate(p, i) for i, p in enumerate(c.per_model)]
+    gens = []
+    for i, t in enumerate(c.tensors):
+        g = torch.Generator(device=t.device)
+        g.manual_seed(tensor_seed(c.seed, c.tensor_name, i))
+        gens.append(g)
+    common = dict(lam=c.shared["lambda"], normalize=c.shared["normalize"],
+                  rescale=c.shared["rescale"], consume=c.consume)
+    return drops, gens, common
+
+
+def _dare_linear(c: MergeCall) -> Any:
+    drops, gens, common = _dare_args(c)
+    return _m().dare_linear(c.base, c.tensors, c.weights, drops, gens, **common)
+
+
+def _dare_ties(c: MergeCall) -> Any:
+    drops, gens, common = _dare_args(c)
+    return _m().dare_ties(c.base, c.tensors, c.weights, drops, gens,
+                          sign_vote=c.shared["sign_vote"], **common)
+
+
+def _slerp(c: MergeCall) -> Any:
+    return _m().slerp(c.base, c.tensors[0], c.shared["t"],
+                      dot_threshold=c.shared["dot_threshold"], eps=c.shared["eps"])
+
+
+def _model_stock(c: MergeCall) -> Any:
+    return _m().model_stock(c.base, c.tensors, filter_wise=c.shared["filter_wise"])
+
+
+# merge_method -> its implementation (every `METHODS` entry has one; a test checks it)
+IMPLEMENTATIONS: dict[str, Callable[[MergeCall], Any]] = {
+    "linear": _linear,
+    "task_arithmetic": _task_arithmetic,
+    "ties": _ties,
+    "dare_linear": _dare_linear,
+    "dare_ties": _dare_ties,
+    "slerp": _slerp,
+    "model_stock": _model_stock,
+}
+
+
 def apply_method(
     spec: MethodSpec,
     base: Any,
@@ -412,7 +495,7 @@ def apply_method(
     seed: int = 0,
     consume: bool = False,
 ) -> Any:
-    """Merge one tensor with ``spec``'s method.
+    """Merge one tensor with ``spec``'s method (looked up in `IMPLEMENTATIONS`).
 
     Args:
         spec: the method.
@@ -423,57 +506,6 @@ def apply_method(
         seed: global seed for DARE.
         consume: the function may overwrite ``tensors``.
     """
-    import torch
-
-    from guardray.merge import methods as m
-
     weights = [p["weight"] for p in per_model] if per_model and "weight" in per_model[0] else []
-    name = spec.name
-    if name == "linear":
-        return m.linear(tensors, weights, normalize=shared["normalize"], consume=consume)
-    if name == "task_arithmetic":
-        return m.task_arithmetic(
-            base,
-            tensors,
-            weights,
-            lam=shared["lambda"],
-            normalize=shared["normalize"],
-            consume=consume,
-        )
-    if name == "ties":
-        return m.ties(
-            base,
-            tensors,
-            weights,
-            [p["density"] for p in per_model],
-            lam=shared["lambda"],
-            normalize=shared["normalize"],
-            sign_vote=shared["sign_vote"],
-            rescale=shared["rescale"],
-            consume=consume,
-        )
-    if name in ("dare_linear", "dare_ties"):
-        drops = [_drop_rate(p, i) for i, p in enumerate(per_model)]
-        gens = []
-        for i in range(len(tensors)):
-            g = torch.Generator(device=tensors[i].device)
-            g.manual_seed(tensor_seed(seed, tensor_name, i))
-            gens.append(g)
-        common = dict(
-            lam=shared["lambda"],
-            normalize=shared["normalize"],
-            rescale=shared["rescale"],
-            consume=consume,
-        )
-        if name == "dare_linear":
-            return m.dare_linear(base, tensors, weights, drops, gens, **common)
-        return m.dare_ties(
-            base, tensors, weights, drops, gens, sign_vote=shared["sign_vote"], **common
-        )
-    if name == "slerp":
-        return m.slerp(
-            base, tensors[0], shared["t"], dot_threshold=shared["dot_threshold"], eps=shared["eps"]
-        )
-    if name == "model_stock":
-        return m.model_stock(base, tensors, filter_wise=shared["filter_wise"])
-    raise KeyError(f"no implementation for merge method {name!r}")  # pragma: no cover
+    call = MergeCall(base, tensors, weights, shared, per_model, tensor_name, seed, consume)
+    return IMPLEMENTATIONS[spec.name](call)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
+from guardray.errors import ConfigError
+
 # Families whose position ids start after the padding index (RoBERTa's scheme): the usable
 # length is max_position_embeddings - pad_token_id - 1 (514 -> 512 for XLM-R).
 _OFFSET_POSITIONS = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert",
@@ -25,3 +29,31 @@ def max_input_tokens(config, requested: int) -> int:
     if getattr(config, "model_type", "") in _OFFSET_POSITIONS:
         positions -= (getattr(config, "pad_token_id", None) or 0) + 1
     return max(1, min(requested, positions))
+
+
+def usable_positions(config) -> int | None:
+    """Tokens ``config``'s position embeddings allow (None: no absolute positions)."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if not positions:
+        return None
+    return max_input_tokens(config, positions)
+
+
+def check_max_length(model: str, requested: int, *, field: str = "model.max_length",
+                     trust_remote_code: bool = False) -> None:
+    """Fail before any work when ``requested`` tokens exceed what the model at ``model`` accepts.
+
+    Only a local folder is checked (a hub id is resolved later, on the workers).
+
+    Raises:
+        ConfigError: naming ``field``, both numbers and the fix.
+    """
+    if not os.path.isfile(os.path.join(model, "config.json")):
+        return
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
+    usable = usable_positions(config)
+    if usable is not None and requested > usable:
+        raise ConfigError(f"{field}: {requested} tokens, but the model at {model} accepts at "
+                          f"most {usable}; set {field}={usable} or lower")

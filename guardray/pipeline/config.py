@@ -2,26 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from guardray.config.base import JobConfig, StrictModel
-
-
-class RayConfig(StrictModel):
-    """How a job connects to Ray.
-
-    Attributes:
-        address: a cluster address (``auto``, ``ray://host:10001``); None starts a local
-            instance unless ``RAY_ADDRESS`` is set (as it is under ``ray job submit``).
-        num_cpus: logical CPUs of a local instance (None: Ray's default, the core count).
-        dashboard: start the dashboard with a local instance.
-    """
-
-    address: str | None = None
-    num_cpus: int | None = Field(default=None, ge=1)
-    dashboard: bool = False
+from guardray.config.base import SplitConfig, StageConfig, StrictModel
 
 
 class ModelsConfig(StrictModel):
@@ -37,21 +22,6 @@ class ModelsConfig(StrictModel):
     generator: str = "embedded:smollm2-135m-instruct"
     embedder: str = "embedded:all-minilm-l6-v2"
     prepare: bool = True
-
-
-class SplitConfig(StrictModel):
-    """Fractions of rows assigned to validation and test (deterministically, by row id)."""
-
-    validation: float = Field(default=0.1, ge=0, lt=1)
-    test: float = Field(default=0.1, ge=0, lt=1)
-
-    @model_validator(mode="after")
-    def _sum_below_one(self) -> "SplitConfig":
-        if self.validation + self.test >= 1:
-            raise ValueError(
-                f"validation + test must be below 1, got {self.validation} + {self.test}"
-            )
-        return self
 
 
 class StageSection(StrictModel):
@@ -94,7 +64,7 @@ class StagesConfig(StrictModel):
     evaluate: StageSection = _stage("configs/evaluate.yaml")
 
 
-class PipelineConfig(JobConfig):
+class PipelineConfig(StageConfig):
     """The end-to-end job: policies -> data -> models -> merged guard -> evaluation.
 
     Attributes:
@@ -116,5 +86,3 @@ class PipelineConfig(JobConfig):
     splits: SplitConfig = Field(default_factory=SplitConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     stages: StagesConfig = Field(default_factory=StagesConfig)
-    ray: RayConfig = Field(default_factory=RayConfig)
-    storage_options: dict[str, Any] = Field(default_factory=dict)

@@ -155,11 +155,9 @@ def _run_stages(cfg: PipelineConfig, plan: StagePlan, policies, report: Report) 
 
 def run_seed(cfg: PipelineConfig, policies) -> str:
     """Policy examples -> labelled seed shards in ``{output_dir}/seed`` with a manifest."""
-    from guardray.io.manifest import write_manifest
-    from guardray.io.ray_data import read_shards_dataset
+    from guardray.generate import seed_rows
+    from guardray.io import read_shards_dataset, write_manifest, write_shard
     from guardray.io.ray_stats import count_by
-    from guardray.io.shards import write_shard
-    from guardray.synth.seed import seed_rows
 
     so = cfg.storage_options or None
     seed_dir = W.out(cfg, "seed")
@@ -180,7 +178,7 @@ def run_seed(cfg: PipelineConfig, policies) -> str:
 
 
 def _run_generate(gcfg, report: Report) -> None:
-    from guardray.synth.stage import run_generate
+    from guardray.generate import run_generate
 
     manifest = run_generate(gcfg)
     counts, stages = manifest["counts"], manifest["extra"]["stages"]
@@ -194,7 +192,7 @@ def _run_generate(gcfg, report: Report) -> None:
 
 
 def _run_pretrain(cfg: PipelineConfig, plan: StagePlan, report: Report) -> None:
-    from guardray.train.gip_ray import run_pretrain
+    from guardray.pretrain import run_pretrain
 
     pcfg = plan.pretrain
     diverse = W.diverse_policies_file(cfg)
@@ -215,7 +213,7 @@ def _pretrain_detail(summary: dict[str, Any]) -> str:
 
 
 def _run_finetune(fcfg, report: Report) -> dict[str, dict[str, Any]]:
-    from guardray.train.finetune_ray import run_finetune
+    from guardray.finetune import run_finetune
 
     summary = run_finetune(fcfg)
     best = summary["best"]
@@ -232,8 +230,8 @@ def _run_evaluate(cfg: PipelineConfig, plan: StagePlan, best: dict[str, dict[str
 
     A policy without test rows (small data, unlucky split) is reported as such, not failed.
     """
-    from guardray.eval.runner import run_evaluation
-    from guardray.io.ray_data import read_shards_dataset
+    from guardray.evaluate import run_evaluation
+    from guardray.io import read_shards_dataset
     from guardray.io.ray_stats import count_by
 
     so = cfg.storage_options or None

@@ -49,7 +49,7 @@ def out(cfg: PipelineConfig, *parts: str) -> str:
 
 def generate_config(cfg: PipelineConfig):
     """The generate stage's config: this run's policies, seed, splits and models."""
-    from guardray.synth.config import GenerateConfig
+    from guardray.generate import GenerateConfig
 
     return _load(GenerateConfig, cfg.stages.generate, "generate", [
         _set("output_dir", out(cfg, "generate")), _set("policies", cfg.policies),
@@ -63,7 +63,7 @@ def training_data_dir(cfg: PipelineConfig, generate=None) -> str:
     if not cfg.stages.generate.enabled:
         return out(cfg, "seed")
     generate = generate or generate_config(cfg)
-    from guardray.synth.dedup_step import dedup_output_dir
+    from guardray.generate import dedup_output_dir
 
     return dedup_output_dir(generate) if generate.dedup.enabled else out(cfg, "generate")
 
@@ -75,7 +75,7 @@ def diverse_policies_file(cfg: PipelineConfig) -> str:
 
 def pretrain_config(cfg: PipelineConfig, data_dir: str, *, diverse: list[str] = ()):
     """The GIP stage's config: reads ``data_dir``, exports to ``{output_dir}/pretrain``."""
-    from guardray.train.gip_config import PretrainConfig
+    from guardray.pretrain import PretrainConfig
 
     return _load(PretrainConfig, cfg.stages.pretrain, "pretrain", [
         _set("data.path", data_dir), _set("data.policies", cfg.policies),
@@ -86,7 +86,7 @@ def pretrain_config(cfg: PipelineConfig, data_dir: str, *, diverse: list[str] = 
 
 def gip_model_dir(pretrain) -> str:
     """The Hugging Face folder a pretrain config's run exports (what GuardFormer fine-tunes)."""
-    from guardray.train.gip_ray import MODEL_DIR
+    from guardray.pretrain import MODEL_DIR
 
     return uris.join_uri(uris.parse_uri(pretrain.output_dir).uri, MODEL_DIR)
 
@@ -98,7 +98,7 @@ def finetune_config(cfg: PipelineConfig, data_dir: str, gip_model: str | None):
         ConfigError: the GuardFormer method without a GIP checkpoint (pretrain disabled and
             no ``model.base`` given in the stage's overrides).
     """
-    from guardray.train.finetune_config import FinetuneConfig
+    from guardray.finetune import FinetuneConfig
 
     stage = cfg.stages.finetune
     wiring = [_set("data.path", data_dir), _set("policies", cfg.policies),
@@ -122,7 +122,7 @@ def evaluate_config(cfg: PipelineConfig, data_dir: str, policy_id: str | None, m
 
     The decision threshold is chosen on the validation rows, never the test rows.
     """
-    from guardray.eval.config import EvaluateConfig
+    from guardray.evaluate import EvaluateConfig
 
     name = name or policy_id or "all"
     data = {"path": data_dir, "split": "test", "name": f"{name}-test"}

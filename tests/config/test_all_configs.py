@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from guardray.cli.registry import load_any_config
 from guardray.config.base import ConfigError
-from guardray.config.registry import load_any_config
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_FILES = sorted(p for p in (REPO / "configs").rglob("*") if p.suffix in (".yaml", ".yml"))

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from guardray.cli.registry import config_class, load_any_config
 from guardray.config import ConfigError, load_config
-from guardray.config.registry import config_class, load_any_config
 from guardray.dedup.config import DedupConfig
 
 REPO = Path(__file__).resolve().parents[2]

@@ -111,3 +111,26 @@ def test_manifest_on_s3(s3_bucket, s3_client):
 def test_missing_bucket_is_an_error_naming_it(s3_bucket, rows):
     with pytest.raises(OSError, match="no-such-bucket-xyz"):
         shards.write_shard(rows, "s3://no-such-bucket-xyz/d", index=0)
+
+
+def test_a_located_folder_carries_its_settings_and_shares_one_filesystem(s3_bucket, rows,
+                                                                          monkeypatch):
+    """`locate` resolves the environment once: children keep the binding after the variables
+    are gone, and every read and write goes through one cached filesystem."""
+    from guardray.io import shards, uris
+
+    out = uris.locate(f"s3://{s3_bucket}/run")
+    for var in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
+                "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    target = out.child("state", "x.json")
+    assert target.bound and str(target) == f"s3://{s3_bucket}/run/state/x.json"
+    assert uris.join_uri(out, "a") == out.child("a")  # a Location stays a Location
+    assert uris.join_uri(str(out), "a") == f"s3://{s3_bucket}/run/a"
+    uris.write_json_atomic(target, {"k": 1})
+    assert uris.read_json(target) == {"k": 1}
+    shards.write_shard(rows, out, index=0)
+    listed = [str(p) for p in shards.list_shards(out)]
+    assert listed == [f"s3://{s3_bucket}/run/part-00000.parquet"]
+    assert shards.read_shards(out).num_rows == len(rows)
+    assert uris.get_filesystem(target)[0] is uris.get_filesystem(out)[0]

@@ -57,7 +57,7 @@ def test_debug_pipeline_chains_seed_pretrain_finetune_evaluate(ray_session, tmp_
 
 
 def test_a_failing_stage_is_reported_and_raised(ray_session, tmp_path, monkeypatch):
-    from guardray.eval.datasets import DatasetError
+    from guardray.data import DatasetError
     from jobs.pipeline import main
 
     monkeypatch.chdir(REPO)

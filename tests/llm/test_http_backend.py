@@ -1,5 +1,5 @@
 """The openai_http backend through ray.data.llm against a real OpenAI-compatible server on
-127.0.0.1 serving SmolLM2 (guardray.serve.openai_compat)."""
+127.0.0.1 serving SmolLM2 (guardray.llm.openai_server)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from guardray.llm import LLMBackendError, LLMConfig, generate_dataset
 from guardray.llm.hf import HFChatGenerator, RowSampling
 from guardray.llm.messages import row_seed
+from guardray.llm.openai_server import OpenAICompatServer
 from guardray.llm.ray_llm import http_processor_config
-from guardray.serve.openai_compat import OpenAICompatServer
 
 KEY_ENV = "GUARDRAY_TEST_API_KEY"
 MODEL = "embedded:smollm2-135m-instruct"

@@ -61,7 +61,7 @@ def test_vllm_gpus_per_engine():
 
 def test_import_guardray_llm_imports_no_heavy_library():
     code = ("import sys, guardray.llm, guardray.llm.stage, guardray.llm.config, "
-            "guardray.serve, guardray.synth.config, guardray.synth.stage; "
+            "guardray.serve, guardray.generate.config, guardray.generate.stage; "
             "print(sorted(m for m in ('ray', 'torch', 'vllm', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

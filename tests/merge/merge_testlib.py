@@ -1,10 +1,10 @@
-"""Helpers for the merge tests (the tiny models themselves come from guardray.merge.tiny)."""
+"""Helpers for the merge tests (the tiny models themselves come from guardray.modeling.tiny)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from guardray.merge.tiny import build_llama_family, build_xlmr_family  # noqa: F401
+from guardray.modeling.tiny import build_llama_family, build_xlmr_family  # noqa: F401
 
 
 def load_state_dict(folder: Path) -> dict:

@@ -10,11 +10,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from guardray.io.folders import atomic_folder
 from guardray.merge.checkpoint import Checkpoint, CheckpointError
 from guardray.merge.io import (
     OutputTensor,
     ShardedWriter,
-    atomic_output_dir,
     copy_model_files,
     plan_shards,
 )
@@ -117,20 +117,20 @@ def test_checkpoint_reads_index_and_refuses_bad_files(tmp_path):
         Checkpoint(bad)
 
 
-def test_atomic_output_dir_keeps_old_content_on_error_and_replaces_on_success(tmp_path):
+def test_atomic_folder_keeps_old_content_on_error_and_replaces_on_success(tmp_path):
     final = tmp_path / "out"
     final.mkdir()
     (final / "old.txt").write_text("old")
     with pytest.raises(RuntimeError, match="boom"):
-        with atomic_output_dir(final, overwrite=True) as tmp:
+        with atomic_folder(final, overwrite=True) as tmp:
             (tmp / "new.txt").write_text("half")
             raise RuntimeError("boom")
     assert [p.name for p in final.iterdir()] == ["old.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
     with pytest.raises(FileExistsError):
-        with atomic_output_dir(final):
+        with atomic_folder(final):
             pass
-    with atomic_output_dir(final, overwrite=True) as tmp:
+    with atomic_folder(final, overwrite=True) as tmp:
         (tmp / "new.txt").write_text("done")
     assert [p.name for p in final.iterdir()] == ["new.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]

@@ -17,6 +17,7 @@ from guardray.merge.checkpoint import CheckpointError
 from guardray.merge.config import load_merge_config
 from guardray.merge.engine import MergeError
 from guardray.merge.executor import MANIFEST_NAME, run_merge
+from guardray.modeling.training import DeviceError
 
 
 def cfg_for(method: str, base: Path | None, models: list[tuple[Path, dict]], **top):
@@ -242,9 +243,9 @@ def test_refuses_unreadable_inputs_and_overlapping_output(tiny_llama, tmp_path):
             tiny_llama["ft0"] / "sub",
             progress=False,
         )
-    with pytest.raises(MergeError, match="no CUDA GPU"):
+    with pytest.raises(DeviceError, match="no CUDA GPU"):
         if torch.cuda.is_available():  # pragma: no cover - only on GPU machines
-            raise MergeError("no CUDA GPU (skipped: a GPU is present)")
+            raise DeviceError("no CUDA GPU (skipped: a GPU is present)")
         run_merge(
             cfg_for("linear", None, [(tiny_llama["ft0"], None)]),
             tmp_path / "o",

@@ -317,3 +317,9 @@ def test_model_stock_orthogonal_or_opposite_task_vectors_give_base():
 def test_model_stock_needs_two_models():
     with pytest.raises(ValueError, match="at least 2"):
         M.model_stock(t(0), [t(1)])
+
+
+def test_every_method_has_an_implementation():
+    from guardray.merge.registry import IMPLEMENTATIONS, METHODS
+
+    assert set(IMPLEMENTATIONS) == set(METHODS)

@@ -62,9 +62,14 @@ def test_smollm2_converted_once_and_generates(tmp_path):
 
 def test_tiny_xlmr_round_trips_through_transformers(tmp_path):
     import torch
-    from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer, pipeline
+    from transformers import (
+        AutoModelForMaskedLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        pipeline,
+    )
 
-    from guardray.testing.tiny_models import build_tiny_xlmr
+    from guardray.modeling.tiny import build_tiny_xlmr
 
     path = build_tiny_xlmr(tmp_path / "cls", seed=1)
     model = AutoModelForSequenceClassification.from_pretrained(path).eval()

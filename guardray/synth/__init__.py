@@ -1,1 +1,0 @@
-"""Synthetic data generation (GuardFormer 3.1, 3.3): seeds, prompts, parsing, reflection."""

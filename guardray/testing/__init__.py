@@ -1,1 +1,0 @@
-"""Helpers for tests and benchmarks: tiny real models built offline in seconds."""
