@@ -80,7 +80,8 @@ class AliceSection(StrictModel):
 
     Attributes:
         alpha: weight of the virtual (symmetric-KL) term inside ALICE++.
-        noise_var: variance of the initial random perturbation.
+        noise_var: scale of the initial random perturbation, ``noise_var * N(0, 1)`` (a standard
+            deviation despite the name, as in mt-dnn and vat-pytorch; see `AliceParams`).
         step_size: ascent step of each power-iteration step.
         epsilon: stabiliser of the gradient normalisation.
         steps: power-iteration (ascent) steps (>= 1).

@@ -1,2 +1,5 @@
-"""Serving models over HTTP: an OpenAI-compatible chat-completions server for local models
-(`guardray.llm.openai_server`). Importing this package imports nothing heavy."""
+"""The ``serve`` stage (planned): guard classifiers behind a Ray Serve HTTP endpoint.
+
+Nothing is here yet. The OpenAI-compatible chat server for local *generator* LLMs, which tests
+and benchmarks use as an ``openai_http`` endpoint, is `guardray.llm.openai_server`.
+"""

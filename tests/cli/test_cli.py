@@ -72,3 +72,40 @@ def test_import_guardray_is_light():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+def _job_script(job: str, *args: str) -> subprocess.CompletedProcess:
+    """``python jobs/<job>.py ...`` from another folder, as ``ray job submit`` runs it."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "jobs" / f"{job}.py"), *args], cwd=REPO.parent,
+        capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}, timeout=300,
+    )
+
+
+def _one_error_line(r: subprocess.CompletedProcess, job: str, expected: str) -> None:
+    assert r.returncode == 1, r.stderr[-2000:]
+    errors = [line for line in r.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and f"{job} failed: " in errors[0] and expected in errors[0], r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_expected_errors_end_the_same_way_from_the_cli_and_the_job_script(tmp_path):
+    """Bad data: one line naming it and exit status 1, before Ray starts, however launched."""
+    missing = tmp_path / "no-such-shards"
+    args = ("--config", str(REPO / "configs" / "debug" / "pretrain.yaml"),
+            f"data.path={missing}", f"output_dir={tmp_path / 'out'}",
+            f"storage_path={tmp_path / 'ray'}")
+    for r in (guardray("pretrain", *args), _job_script("pretrain", *args)):
+        _one_error_line(r, "pretrain", str(missing))
+        assert "starting a local Ray instance" not in r.stderr
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"merge_method: linear\nmodels:\n  - model: {tmp_path / 'nope'}\n")
+    for r in (guardray("merge", str(recipe), str(tmp_path / "m")),
+              _job_script("merge", "--config", str(recipe), f"output_dir={tmp_path / 'm'}")):
+        _one_error_line(r, "merge", "nope")
+
+
+def test_a_config_error_exits_2_from_the_job_script(tmp_path):
+    r = _job_script("dedup", "--config", str(REPO / "configs" / "debug" / "dedup.yaml"),
+                    "no_such_key=1")
+    assert r.returncode == 2 and "no_such_key" in r.stderr and "Traceback" not in r.stderr
