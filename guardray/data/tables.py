@@ -3,8 +3,8 @@
 Any JSONL (or JSON array), CSV/TSV or Parquet file (or a folder of Parquet files, such as a
 stage's shard folder), local or ``s3://``, becomes a pandas DataFrame with the sample columns
 of `guardray.schema`: ``ID``, ``TEXT``, ``LABEL`` (0 safe / 1 unsafe, int8), ``POLICY_ID``,
-plus ``SPLIT`` and ``RATIONALE`` when the file has them, and `ROW` (the row's
-position in the file).
+plus ``SPLIT``, ``RATIONALE``, ``SOURCE`` and ``GENERATOR`` when the file has them, and `ROW`
+(the row's position in the file).
 
 Label normalisation (`normalize_labels`): 0/1 integers, 0.0/1.0 floats, booleans (True is
 unsafe), and the strings ``"0"``, ``"1"``, ``"safe"``, ``"unsafe"`` (any case, surrounding
@@ -36,6 +36,7 @@ from guardray.data.labels import DatasetError, is_missing, normalize_labels
 log = logging.getLogger(__name__)
 
 ROW = "row"  # the row's position in the file it was read from
+PROVENANCE = (S.SOURCE, S.GENERATOR)  # kept when the file has them
 FORMATS = ("jsonl", "json", "csv", "tsv", "parquet")
 _SUFFIXES = {
     ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
@@ -297,6 +298,9 @@ def load_labeled(spec: DataSpec, *, policy_id: str | None = None,
                else None)
         splits = raw[spec.split_column].tolist() if spec.split_column in raw.columns else None
         frame = _frame(texts, labels, policies, ids, splits, _rationales(raw, spec))
+        for column in PROVENANCE:  # where each row came from (the training mix uses it)
+            if column in raw.columns:
+                frame[column] = raw[column].astype(str).to_numpy()
         frame = frame[keep].reset_index(drop=True)
         frame[ROW] = np.arange(len(frame), dtype=np.int64)
     if spec.limit is not None and len(frame) > spec.limit:

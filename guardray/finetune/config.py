@@ -22,6 +22,7 @@ from pydantic import Field, field_validator, model_validator
 
 from guardray import schema as S
 from guardray.config.base import StageConfig, StrictModel
+from guardray.data.mix import MixRule
 
 Method = Literal["policyguard", "guardformer"]
 Tuning = Literal["full", "classifier"]
@@ -70,6 +71,9 @@ class DataSection(StrictModel):
         validation_fraction: used when the data has no split column.
         label_map: extra label names, e.g. ``{benign: safe}``.
         max_train_rows: cap per model (first rows after a seeded shuffle), for smoke runs.
+        mix: the training mix: per-source weights and caps, matched on the rows' provenance
+            (`guardray.data.mix.MixRule`; training rows only, first matching rule wins).
+        mix_seed: seeds the mix's caps and fractional weights.
     """
 
     path: str
@@ -84,6 +88,8 @@ class DataSection(StrictModel):
     validation_fraction: float = Field(default=0.1, gt=0, lt=1)
     label_map: dict[str, Any] = Field(default_factory=dict)
     max_train_rows: int | None = Field(default=None, ge=2)
+    mix: list[MixRule] = Field(default_factory=list)
+    mix_seed: int = 0
 
 
 class TrainSection(StrictModel):

@@ -124,6 +124,13 @@ def load_frames(cfg) -> tuple[Any, Any]:
     else:
         is_val = _hash_fraction(frame[S.ID].tolist()) < d.validation_fraction
         train, val = frame[~is_val], frame[is_val]
+    if d.mix:
+        from guardray.data.mix import apply_mix
+
+        train, report = apply_mix(train.reset_index(drop=True), d.mix, seed=d.mix_seed)
+        for r in report:
+            log.info("training mix %s, %s: %d rows, %d after the cap, %d in training",
+                     r["rule"], r["policy"], r["in"], r["kept"], r["out"])
     return train.reset_index(drop=True), val.reset_index(drop=True)
 
 

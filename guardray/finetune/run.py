@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from guardray import schema as S
 from guardray.errors import RunError
 from guardray.finetune.data import Group, build_groups, build_inputs, load_frames
 from guardray.metrics.binary import nan_to_none
@@ -295,6 +296,16 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _by_source(frame) -> dict[str, dict[str, int]]:
+    """Training rows per policy and provenance (after the mix; repeats counted)."""
+    if S.SOURCE not in frame:
+        return {}
+    out: dict[str, dict[str, int]] = {}
+    for (policy, source), n in frame.groupby([S.POLICY_ID, S.SOURCE]).size().items():
+        out.setdefault(str(policy), {})[str(source)] = int(n)
+    return out
+
+
 def _write_summary(cfg, summary: dict[str, Any], train, val) -> None:
     from guardray.io import uris, write_manifest
 
@@ -309,5 +320,5 @@ def _write_summary(cfg, summary: dict[str, Any], train, val) -> None:
         extra={"checkpoints": {f"{r['group']}/seed{r['seed']}": r.get("checkpoint")
                                for r in summary["trials"]},
                "best": {g: r["checkpoint"] for g, r in summary["best"].items()},
-               "failed": summary["failed"]},
+               "failed": summary["failed"], "train_rows_by_source": _by_source(train)},
         storage_options=so)

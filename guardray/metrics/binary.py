@@ -215,8 +215,10 @@ def compute_metrics(y_true: Any, scores: Any, threshold: float) -> dict[str, Any
         threshold: decision threshold.
 
     Returns:
-        ``n, n_unsafe, n_safe, precision, recall, f1, macro_f1, accuracy, auroc, auprc,
-        threshold, confusion`` (AUROC NaN for single-class data).
+        ``n, n_unsafe, n_safe, precision, recall, f1, macro_f1, accuracy, fpr, fnr, auroc,
+        auprc, threshold, confusion``. ``fpr`` = FP / (FP + TN), the share of safe rows
+        flagged unsafe (the figure that matters on an all-safe set); ``fnr`` = FN / (FN + TP).
+        AUROC is NaN for single-class data.
     """
     t = _labels(y_true)
     s = _scores(scores, t.size)
@@ -229,8 +231,11 @@ def compute_metrics(y_true: Any, scores: Any, threshold: float) -> dict[str, Any
         "precision": _div(c["tp"], c["tp"] + c["fp"]),
         "recall": _div(c["tp"], c["tp"] + c["fn"]),
         "f1": _f1_from(c["tp"], c["fp"], c["fn"]),
-        "macro_f1": (_f1_from(c["tp"], c["fp"], c["fn"]) + _f1_from(c["tn"], c["fn"], c["fp"])) / 2,
+        "macro_f1": (_f1_from(c["tp"], c["fp"], c["fn"])
+                     + _f1_from(c["tn"], c["fn"], c["fp"])) / 2,
         "accuracy": _div(c["tp"] + c["tn"], t.size),
+        "fpr": _div(c["fp"], c["fp"] + c["tn"]),
+        "fnr": _div(c["fn"], c["fn"] + c["tp"]),
         "auroc": roc_auc(t, s) if t.size else math.nan,
         "auprc": average_precision(t, s) if t.size else math.nan,
         "threshold": float(threshold),

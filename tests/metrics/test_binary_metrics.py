@@ -102,3 +102,12 @@ def test_bad_inputs_are_named():
         M.f1([0, 1], [0, 1, 1])
     with pytest.raises(ValueError, match="NaN"):
         M.roc_auc([0, 1], [0.1, float("nan")])
+
+
+def test_false_positive_and_negative_rates_by_hand():
+    # predictions at 0.5: [1, 0, 0, 1, 0] -> TN 2, FP 1, TP 1, FN 1
+    out = M.compute_metrics([0, 0, 0, 1, 1], [0.9, 0.1, 0.2, 0.8, 0.3], 0.5)
+    assert out["fpr"] == pytest.approx(1 / 3) and out["fnr"] == pytest.approx(0.5)
+    # an all-safe set (alarming-but-safe prompts): the FPR is the share flagged unsafe
+    safe = M.compute_metrics([0, 0, 0, 0], [0.7, 0.2, 0.1, 0.4], 0.5)
+    assert safe["fpr"] == pytest.approx(0.25) and safe["n_unsafe"] == 0
