@@ -31,6 +31,8 @@ __getattr__, __all__ = lazy_exports(__name__, {
     "prepare_rows": "stage",
     "run_ingest": "stage",
     "assign_group_splits": "split",
+    "group_texts": "split",
+    "shadowed_by_held_out": "groups",
     "is_held_out": "mapping",
     "ingest_source_name": "mapping",
     "generator_name": "mapping",

@@ -265,6 +265,9 @@ class IngestConfig(StageConfig):
             for one policy and safe for another).
         drop_label_conflicts: a kept row whose exact or near duplicate (same policy) had the
             other label is dropped too: the sources disagree, so neither label is trusted.
+        other_policies: rules or per-record policy ids naming a policy that is not loaded:
+            ``error`` (catches a typo) or ``skip`` (a run over some of the policies a data
+            pack maps, as ``guardray pipeline policies=[...]``: their rows are left out).
         ray: Ray connection.
         storage_options: S3 settings for ``s3://`` inputs and outputs.
     """
@@ -276,6 +279,7 @@ class IngestConfig(StageConfig):
     output_dir: str = "outputs/ingest"
     overwrite: bool = False
     seed: int = 0
+    other_policies: Literal["error", "skip"] = "error"
     min_chars: int = Field(default=2, ge=1)
     max_chars: int = Field(default=20000, ge=1)
     split: SplitConfig = Field(default_factory=SplitConfig)

@@ -177,14 +177,18 @@ def rule_mask(rule: MappingRule, texts: list[str], cats: list[list[str]]) -> np.
     return mask
 
 
-def check_record_policies(records, src: SourceConfig, policy_ids: Sequence[str]) -> np.ndarray:
-    """Per-record policy ids of a source with a ``policy_column`` (None for missing ones).
+def check_record_policies(records, src: SourceConfig, policy_ids: Sequence[str], *,
+                          skip_unknown: bool = False) -> np.ndarray:
+    """Per-record policy ids of a source with a ``policy_column`` (None for missing ones, and
+    for ids that are not loaded policies when ``skip_unknown``).
 
     Raises:
         DatasetError: ids that are not loaded policies, naming the source and the known ids.
     """
     values = [None if v is None or (not isinstance(v, str) and is_missing(v)) else str(v).strip()
               for v in records[R.POLICY].tolist()]
+    if skip_unknown:
+        values = [v if v in policy_ids else None for v in values]
     bad = sorted({v for v in values if v is not None and v not in policy_ids})
     if bad:
         raise DatasetError(f"source {src.name!r}: column {src.policy_column!r} has unknown "
@@ -193,7 +197,7 @@ def check_record_policies(records, src: SourceConfig, policy_ids: Sequence[str])
 
 
 def map_records(records, src: SourceConfig, policy_ids: Sequence[str], *, seed: int,
-                order: int = 0):
+                order: int = 0, skip_unknown: bool = False):
     """Apply ``src``'s rules: the sample rows of every policy the source tests.
 
     Args:
@@ -202,6 +206,8 @@ def map_records(records, src: SourceConfig, policy_ids: Sequence[str], *, seed: 
         policy_ids: the loaded policies (``"*"`` expands to these).
         seed: seeds rule caps.
         order: the source's position in the config (tie-break of `resolve_duplicates`).
+        skip_unknown: leave out rules' and records' policies that are not loaded (else an
+            unknown per-record policy id is an error; `check_config` checks the rules).
 
     Returns:
         ``(rows, stats)``: rows with ``policy_id``, ``text``, ``label`` (int8), ``source``,
@@ -217,7 +223,8 @@ def map_records(records, src: SourceConfig, policy_ids: Sequence[str], *, seed: 
     texts = records[R.TEXT].tolist()
     cats = record_categories(records)
     n = len(texts)
-    own = check_record_policies(records, src, policy_ids) if src.policy_column else None
+    own = (check_record_policies(records, src, policy_ids, skip_unknown=skip_unknown)
+           if src.policy_column else None)
     held = np.full(n, src.held_out) | (_any_glob(cats, src.held_out_categories)
                                         if src.held_out_categories else False)
     decided = {p: np.zeros(n, bool) for p in policy_ids}
@@ -228,6 +235,8 @@ def map_records(records, src: SourceConfig, policy_ids: Sequence[str], *, seed: 
         mask = rule_mask(rule, texts, cats)
         stats: dict[str, dict[str, int]] = {}
         for p in (policy_ids if rule.policies == [ALL_POLICIES] else rule.policies):
+            if p not in decided:  # a policy this run does not load (skip_unknown)
+                continue
             new = mask & ~decided[p]
             if own is not None:
                 new &= own == p

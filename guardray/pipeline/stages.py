@@ -20,9 +20,12 @@ class Stage:
 STAGES: tuple[Stage, ...] = (
     Stage("policies", "load and validate the policy YAML files", True),
     Stage("seed", "policy example prompts -> labelled seed shards (Parquet) on Ray Data", True),
+    Stage("ingest", "labelled prompts from files, the hub and PyPI packages", True),
     Stage("generate", "LLM synthetic prompts, rationales, labels, self-reflection", True),
     Stage("dedup", "exact and semantic near-duplicate removal (generate's last step)",
           True),
+    Stage("data", "every source in one training set: dedup, group splits, disputed "
+          "synthetic rows, the cross-source test set", True),
     Stage("pretrain", "guardrail instruction pretraining (MLM + ALICE++ + CE)", True),
     Stage("finetune", "per-policy PolicyGuard / GuardFormer fine-tuning", True),
     Stage("merge", "merge search (Thompson sampling) over merge recipes", False),

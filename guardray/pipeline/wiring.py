@@ -4,12 +4,16 @@ Every stage is configured by its own YAML file (``stages.<name>.config``) plus o
 pipeline then sets what ties the stages together, so one ``output_dir`` holds a whole run::
 
     {output_dir}/seed                 policy examples as sample shards
+    {output_dir}/ingest               imported labelled rows (the embedded data pack)
     {output_dir}/generate             raw synthetic shards (+ rejects, state, manifest)
-    {output_dir}/generate/dedup       samples without near-duplicates: the training data
+    {output_dir}/generate/dedup       synthetic samples without near-duplicates
+    {output_dir}/data                 every source in one training set (guardray.pipeline.data)
+    {output_dir}/data/cross_source    the rows of held-out sources (cross-source test)
     {output_dir}/pretrain/model       the GIP checkpoint (Hugging Face folder)
     {output_dir}/pretrain/ray         Ray Train run storage (checkpoints, TensorBoard)
     {output_dir}/finetune/{policy}/seed{n}   per-policy classifiers
-    {output_dir}/evaluate/{policy}    metrics and report of each classifier on its test rows
+    {output_dir}/evaluate/{policy}    metrics and report of each classifier on its test sets
+    {output_dir}/evaluate/judge/{policy}   the LLM judge on the judged cross-source rows
 
 Pure config building: no Ray, no I/O beyond reading the stage YAML files.
 """
@@ -58,14 +62,50 @@ def generate_config(cfg: PipelineConfig):
         _set("dedup.embedder.model", cfg.models.embedder), *_common(cfg)])
 
 
-def training_data_dir(cfg: PipelineConfig, generate=None) -> str:
-    """The shards the training stages read: generated and deduplicated, else the seed rows."""
-    if not cfg.stages.generate.enabled:
-        return out(cfg, "seed")
-    generate = generate or generate_config(cfg)
+def ingest_config(cfg: PipelineConfig):
+    """The ingest stage's config: this run's policies and seed, into ``{output_dir}/ingest``.
+
+    Its own dedup and group splits are cut to the exact ones: the data step
+    (`guardray.pipeline.data`) embeds the whole mix once for both.
+    """
+    from guardray.ingest import IngestConfig
+
+    return _load(IngestConfig, cfg.stages.ingest, "ingest", [
+        _set("output_dir", out(cfg, "ingest")), _set("policies", cfg.policies),
+        _set("seed", cfg.seed), _set("split", cfg.splits.model_dump(mode="json")),
+        _set("overwrite", True), _set("other_policies", "skip"),
+        _set("dedup.method", "exact_only"),
+        _set("groups.method", "exact"), _set("dedup.embedder.model", cfg.models.embedder),
+        *_common(cfg)])
+
+
+def synthetic_dir(generate) -> str:
+    """Where a generate config's samples end up (after its dedup step when it has one)."""
     from guardray.generate import dedup_output_dir
 
-    return dedup_output_dir(generate) if generate.dedup.enabled else out(cfg, "generate")
+    return dedup_output_dir(generate) if generate.dedup.enabled else generate.output_dir
+
+
+def source_dirs(cfg: PipelineConfig, ingest=None, generate=None) -> list[str]:
+    """The folders the data step unites, in priority order: imported, seed, synthetic."""
+    dirs = [ingest.output_dir] if ingest is not None else []
+    dirs.append(out(cfg, "seed"))
+    if generate is not None:
+        dirs.append(synthetic_dir(generate))
+    return dirs
+
+
+def training_data_dir(cfg: PipelineConfig) -> str:
+    """The shards the training stages read: the data step's folder, or the seed rows when
+    neither ingest nor generate runs."""
+    if cfg.stages.ingest.enabled or cfg.stages.generate.enabled:
+        return out(cfg, "data")
+    return out(cfg, "seed")
+
+
+def cross_source_dir(cfg: PipelineConfig) -> str:
+    """The held-out sources' rows the data step writes (the cross-source test set)."""
+    return out(cfg, "data", "cross_source")
 
 
 def diverse_policies_file(cfg: PipelineConfig) -> str:
@@ -117,18 +157,30 @@ def finetune_config(cfg: PipelineConfig, data_dir: str, gip_model: str | None):
 
 
 def evaluate_config(cfg: PipelineConfig, data_dir: str, policy_id: str | None, model_dir: str,
-                    name: str | None = None):
-    """The evaluation of one classifier on its policy's test rows (all test rows: None).
+                    name: str | None = None, extra: list[dict[str, Any]] = ()):
+    """The evaluation of one classifier on its policy's test rows (all test rows: None), then
+    on ``extra`` datasets (`guardray.evaluate.config` data entries).
 
-    The decision threshold is chosen on the validation rows, never the test rows.
+    The decision threshold is chosen on the validation rows, never on a test set.
     """
     from guardray.evaluate import EvaluateConfig
 
     name = name or policy_id or "all"
-    data = {"path": data_dir, "split": "test", "name": f"{name}-test"}
+    data = {"path": data_dir, "split": "test", "name": "test"}
     validation = {"path": data_dir, "split": "validation", "name": f"{name}-validation"}
     return _load(EvaluateConfig, cfg.stages.evaluate, "evaluate", [
         _set("model", model_dir), _set("judge", None), _set("policy", policy_id),
-        _set("policies", cfg.policies), _set("data", [data]),
+        _set("policies", cfg.policies), _set("data", [data, *extra]),
         _set("validation_data", validation),
         _set("output_dir", out(cfg, "evaluate", name)), *_common(cfg)])
+
+
+def judge_config(cfg: PipelineConfig, policy_id: str, data: dict[str, Any]):
+    """The LLM judge of ``cfg.evaluation.judge`` on ``data`` under ``policy_id``."""
+    from guardray.evaluate import EvaluateConfig
+    from guardray.pipeline.config import StageSection
+
+    section = StageSection(config=cfg.evaluation.judge)
+    return _load(EvaluateConfig, section, "evaluate (judge)", [
+        _set("policy", policy_id), _set("policies", cfg.policies), _set("data", [data]),
+        _set("output_dir", out(cfg, "evaluate", "judge", policy_id)), *_common(cfg)])

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "configs" / "data"
 MEASURE = sorted((DATA / "alarming_safe").glob("*.jsonl"))
 TRAIN = sorted((DATA / "alarming_safe_train").glob("*.jsonl")) + [
-    DATA / "ordinary" / "requests.jsonl"]
+    DATA / "ordinary" / "requests.jsonl"] + sorted((DATA / "advice_requests").glob("*.jsonl"))
 HELD_OUT = DATA / "ordinary" / "requests_heldout.jsonl"
 
 

@@ -155,3 +155,16 @@ def test_resolve_duplicates_keeps_held_out_copy_and_drops_conflicts():
     assert frame[S.ID].tolist() == [S.sample_id(p, t) for p, t in zip(frame[S.POLICY_ID],
                                                                         frame[S.TEXT])]
     assert (frame[S.LABEL_INITIAL] == frame[S.LABEL]).all() and (frame[S.RATIONALE] == "").all()
+
+
+def test_rules_for_policies_a_run_does_not_load_can_be_skipped():
+    """A pipeline over some policies runs the whole data pack: the other policies' rules and
+    per-record policy ids are left out instead of failing."""
+    src = source([{"policies": ["injection"], "label": "unsafe"},
+                  {"policies": ["*"], "label": "safe"}], policy_column="policy")
+    recs = records([{"text": "a prompt", "policy": "injection"},
+                    {"text": "another prompt", "policy": "safety"}])
+    rows, _ = M.map_records(recs, src, ["safety"], seed=0, skip_unknown=True)
+    assert rows[S.POLICY_ID].tolist() == ["safety"] and rows[S.LABEL].tolist() == [0]
+    with pytest.raises(DatasetError, match="unknown policy id"):
+        M.map_records(recs, src, ["safety"], seed=0)

@@ -102,3 +102,44 @@ def test_a_policy_without_test_rows_is_reported_not_failed(ray_session, tmp_path
     assert "| tax | tax/seed0 | 0 | - | - | - | - | - |" in report
     assert (tmp_path / "evaluate" / "finance" / "metrics.json").is_file()
     assert not (tmp_path / "evaluate" / "tax").exists()
+
+
+def test_ingested_data_cross_source_alarming_safe_and_judge_in_the_report(ray_session, tmp_path,
+                                                                         monkeypatch):
+    """The debug data pack is imported, united with the seed rows (dedup, group splits), and
+    each guard is scored on its test rows, the held-out sources, the alarming-but-safe
+    prompts, and against the SmolLM2 judge on the same judged rows."""
+    from jobs.pipeline import main
+
+    monkeypatch.chdir(REPO)
+    main(load_config(PipelineConfig, DEBUG, [
+        f"output_dir={tmp_path}", "policies=[configs/policies/safety.yaml]",
+        "stages.ingest.enabled=true", "stages.pretrain.enabled=false",
+        "stages.finetune.overrides=[method=policyguard, train.epochs=1]",
+        "evaluation.judge=configs/judges/smollm2-safe-unsafe.yaml",
+        "evaluation.judge_policies=[safety]"]))
+    data = json.loads((tmp_path / "data" / "manifest.json").read_text())
+    counts = data["extra"]["counts"]["safety"]
+    assert any(k.startswith("imported (held out) unsafe test") for k in counts), counts
+    assert any(k.startswith("imported safe train") for k in counts), counts
+    assert any(k.startswith("policy examples") for k in counts), counts
+    cross = pq.read_table(tmp_path / "data" / "cross_source" / "part-00000.parquet")
+    assert set(cross.column(S.SPLIT).to_pylist()) == {"test"}
+    assert all(g.endswith(":held_out") for g in cross.column(S.GENERATOR).to_pylist())
+    train = pq.read_table(tmp_path / "data" / "part-00000.parquet").to_pandas()
+    assert not set(train[train[S.SPLIT] == "train"][S.TEXT]) & set(
+        cross.column(S.TEXT).to_pylist())  # held-out prompts never train
+    metrics = json.loads((tmp_path / "evaluate" / "safety" / "metrics.json").read_text())
+    names = [d["dataset"] for d in metrics["datasets"]]
+    assert names == ["test", "cross-source", "judged", "alarming-safe"]
+    alarming = metrics["datasets"][3]
+    assert alarming["n_unsafe"] == 0 and 0 <= alarming["fpr"] <= 1
+    judged = json.loads((tmp_path / "evaluate" / "judge" / "safety" / "metrics.json").read_text())
+    assert judged["datasets"][0]["n"] == metrics["datasets"][2]["n"] == 4  # the same rows
+    report = (tmp_path / "report.md").read_text()
+    for stage in ("ingest", "data", "finetune", "evaluate"):
+        assert f"| {stage} | done |" in report, stage
+    quality = report.split("## What the guards are worth", 1)[1]
+    row = next(line for line in quality.splitlines() if line.startswith("| safety | safety/"))
+    assert row.count("|") == 8 and ("| met |" in row or "missed:" in row)
+    assert "(4, " in row or "(4)" in row  # the judged column: guard / judge on the 4 rows

@@ -26,28 +26,35 @@ def pipeline(*overrides: str, path: str = "configs/pipeline.yaml") -> PipelineCo
 def test_every_stage_reads_the_previous_stages_folder():
     cfg = pipeline("seed=5", "ray.num_cpus=3", "models.embedder=/models/emb")
     plan = plan_stages(cfg)
-    assert plan.data_dir == "/tmp/gr-pipe/generate/dedup"
+    assert plan.data_dir == "/tmp/gr-pipe/data"  # the data step unites every source
+    i = plan.ingest
+    assert i.output_dir == "/tmp/gr-pipe/ingest" and i.seed == 5 and i.policies == cfg.policies
+    assert i.other_policies == "skip" and i.dedup.method == "exact_only"  # data step dedups
     g = plan.generate
     assert g.output_dir == "/tmp/gr-pipe/generate" and g.seed == 5
     assert g.policies == cfg.policies and g.splits == cfg.splits
     assert g.llm.model == cfg.models.generator and g.dedup.embedder.model == "/models/emb"
-    assert g.expand.unsafe_per_policy == 8  # the stage override from configs/pipeline.yaml
+    assert g.expand.unsafe_per_policy == 4  # the stage override from configs/pipeline.yaml
+    assert W.source_dirs(cfg, i, g) == ["/tmp/gr-pipe/ingest", "/tmp/gr-pipe/seed",
+                                        "/tmp/gr-pipe/generate/dedup"]
     p = plan.pretrain
     assert p.data.path == plan.data_dir and p.output_dir == "/tmp/gr-pipe/pretrain"
     assert p.storage_path == "/tmp/gr-pipe/pretrain/ray" and p.train.seed == 5
     f = plan.finetune
     assert f.data.path == plan.data_dir and f.output_dir == "/tmp/gr-pipe/finetune"
     assert f.method == "guardformer" and f.model.base == "/tmp/gr-pipe/pretrain/model"
-    for stage in (g, p, f, plan.evaluate):
+    for stage in (i, g, p, f, plan.evaluate):
         assert stage.ray.num_cpus == 3
 
 
-def test_without_generation_the_stages_train_on_the_seed_rows():
-    plan = plan_stages(pipeline("stages.generate.enabled=false"))
-    assert plan.generate is None and plan.data_dir == "/tmp/gr-pipe/seed"
+def test_without_ingest_and_generation_the_stages_train_on_the_seed_rows():
+    plan = plan_stages(pipeline("stages.generate.enabled=false", "stages.ingest.enabled=false"))
+    assert plan.generate is None and plan.ingest is None and plan.data_dir == "/tmp/gr-pipe/seed"
     assert plan.pretrain.data.path == "/tmp/gr-pipe/seed"
-    plan = plan_stages(pipeline("stages.generate.overrides=[dedup.enabled=false]"))
-    assert plan.data_dir == "/tmp/gr-pipe/generate"  # dedup off: the raw shards
+    cfg = pipeline("stages.generate.overrides=[dedup.enabled=false]")
+    plan = plan_stages(cfg)
+    assert plan.data_dir == "/tmp/gr-pipe/data"
+    assert W.source_dirs(cfg, None, plan.generate)[-1] == "/tmp/gr-pipe/generate"  # raw shards
 
 
 def test_evaluation_is_per_policy_on_its_test_rows_threshold_on_validation():
