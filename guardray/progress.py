@@ -81,6 +81,7 @@ class Progress:
                  initial: int = 0):
         self.what, self.total, self.unit, self.every_s = what, total, unit, every_s
         self.done = self.initial = initial
+        self._logged = -1  # ``done`` when the last line was written
         self.metrics: dict[str, Any] = {}
         self.enabled = enabled
         self._start = self._last = time.monotonic()
@@ -106,7 +107,7 @@ class Progress:
             return
         now = time.monotonic()
         if now - self._last >= self.every_s:
-            self._last = now
+            self._last, self._logged = now, self.done
             log.info("%s", self.line())
 
     def line(self) -> str:
@@ -115,13 +116,13 @@ class Progress:
                            time.monotonic() - self._start, self.metrics, self.initial)
 
     def close(self) -> None:
-        """The final line (or close the bar)."""
+        """The final line, unless the last one already said it (or close the bar)."""
         if not self.enabled:
             return
         self.enabled = False
         if self._bar is not None:
             self._bar.close()
-        else:
+        elif self._logged != self.done:
             log.info("%s", self.line())
 
     def __enter__(self) -> Progress:
