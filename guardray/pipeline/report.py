@@ -81,9 +81,13 @@ class Report:
 
 
 def _cell(row: dict[str, Any], key: str, metric: str = "macro_f1") -> str:
+    """``value (n)``; for a set of safe rows only, its false-positive rate (a macro-F1 of one
+    class says nothing)."""
     rec = row.get(key)
     if not rec:
         return "-"
+    if metric == "macro_f1" and rec.get("n_unsafe") == 0:
+        return f"FPR {num(rec.get('fpr'))} ({rec.get('n', 0)} safe)"
     return f"{num(rec.get(metric))} ({rec.get('n', 0)})"
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from guardray import schema as S
+from guardray.config.base import ConfigError
 from guardray.io import uris
 from guardray.pipeline import wiring as W
 from guardray.pipeline.config import PipelineConfig
@@ -40,6 +41,7 @@ class StagePlan:
     generate: Any = None
     pretrain: Any = None
     finetune: Any = None
+    merge: Any = None
     evaluate: Any = None  # a probe config: the real ones are built per policy after finetune
 
 
@@ -56,15 +58,19 @@ def plan_stages(cfg: PipelineConfig) -> StagePlan:
     pretrain = W.pretrain_config(cfg, data_dir) if st.pretrain.enabled else None
     gip_model = W.gip_model_dir(pretrain) if pretrain is not None else None
     finetune = W.finetune_config(cfg, data_dir, gip_model) if st.finetune.enabled else None
+    merge = None
+    if st.merge.enabled and finetune is not None:
+        if finetune.scope != "per_policy":
+            raise ConfigError("pipeline stage 'merge' merges per-policy TaskGuards: set the "
+                              "finetune stage's scope to per_policy, or disable stages.merge")
+        merge = W.search_config(cfg, data_dir)
     evaluate = None
     if st.evaluate.enabled:
         if finetune is None:
-            from guardray.config.base import ConfigError
-
             raise ConfigError("pipeline stage 'evaluate' evaluates the fine-tuned classifiers: "
                               "enable stages.finetune, or disable stages.evaluate")
         evaluate = W.evaluate_config(cfg, data_dir, "probe", W.out(cfg, "finetune", "probe"))
-    return StagePlan(data_dir, ingest, generate, pretrain, finetune, evaluate)
+    return StagePlan(data_dir, ingest, generate, pretrain, finetune, merge, evaluate)
 
 
 def run_pipeline(cfg: PipelineConfig, connect: Callable[[], None]) -> str:
@@ -115,9 +121,13 @@ def _run_stages(cfg: PipelineConfig, plan: StagePlan, policies, report: Report) 
         if plan.finetune is not None:
             stage = "finetune"
             best = _run_finetune(plan.finetune, report)
+            uniguard = None
+            if plan.merge is not None:
+                stage = "merge"
+                uniguard = _run_merge(plan.merge, report)
             if plan.evaluate is not None:
                 stage = "evaluate"
-                _run_evaluate(cfg, plan, best, report)
+                _run_evaluate(cfg, plan, best, report, uniguard)
     except BaseException as exc:
         report.results[stage] = ("failed", f"{type(exc).__name__}: {str(exc)[:300]}")
         order = [s.name for s in STAGES]
@@ -224,10 +234,24 @@ def _run_finetune(fcfg, report: Report) -> dict[str, dict[str, Any]]:
     return best
 
 
+def _run_merge(scfg, report: Report) -> dict[str, Any]:
+    from guardray.search import run_search
+
+    s = run_search(scfg)
+    members = ", ".join(str(m) for m in s.get("members", []))
+    report.done("merge", f"UniGuard in {s['model_dir']}: {s['method']} of {members}; "
+                         f"validation objective {num(s.get('objective'))} (mean "
+                         f"{num(s.get('objective_mean'))}, worst policy "
+                         f"{num(s.get('objective_worst'))}) after {s.get('trials')} trials; "
+                         f"recipe {s['recipe']}")
+    return s
+
+
 def _run_evaluate(cfg: PipelineConfig, plan: StagePlan, best: dict[str, dict[str, Any]],
-                  report: Report) -> None:
+                  report: Report, uniguard: dict[str, Any] | None = None) -> None:
     """Evaluate each policy's model on its test sets (a multi-policy model under each policy),
-    and the LLM judge on the judged rows (`guardray.pipeline.evaluation`).
+    UniGuard under every policy, and the LLM judge on the judged rows
+    (`guardray.pipeline.evaluation`).
 
     A policy without test rows (small data, unlucky split) is reported as such, not failed.
     """
@@ -241,9 +265,13 @@ def _run_evaluate(cfg: PipelineConfig, plan: StagePlan, best: dict[str, dict[str
     per_policy = plan.finetune.scope == "per_policy"
     targets = {pid: [pid] for pid in best} if per_policy else {
         next(iter(best)): sorted(test_rows)}
+    models = [(group, f"{group}/seed{r['seed']}", r["checkpoint"])
+              for group, r in sorted(best.items())]
+    if uniguard is not None:
+        targets["uniguard"] = sorted(test_rows)
+        models.append(("uniguard", "UniGuard", uniguard["model_dir"]))
     done, judged = [], {}
-    for group, record in sorted(best.items()):
-        model = f"{group}/seed{record['seed']}"
+    for group, model, checkpoint in models:
         for policy in targets.get(group, []):
             if test_rows.get(policy, 0) == 0:
                 log.warning("evaluate: no test rows for %s in %s; skipped", policy, plan.data_dir)
@@ -252,8 +280,8 @@ def _run_evaluate(cfg: PipelineConfig, plan: StagePlan, best: dict[str, dict[str
                                           "auroc": None, "threshold": None})
                 done.append(f"{policy}: no test rows")
                 continue
-            name = policy if per_policy else f"{group}-{policy}"
-            row = E.evaluate_guard(cfg, plan.data_dir, policy, record["checkpoint"], model, name)
+            name = policy if per_policy and group == policy else f"{group}-{policy}"
+            row = E.evaluate_guard(cfg, plan.data_dir, policy, checkpoint, model, name)
             test = row["test"] or {}
             report.evaluation.append({"policy": policy, "model": model, **{
                 k: test.get(k) for k in ("n", "precision", "recall", "f1", "auroc",
@@ -263,6 +291,7 @@ def _run_evaluate(cfg: PipelineConfig, plan: StagePlan, best: dict[str, dict[str
             row["judged_judge"] = judged[policy]
             row["targets"] = E.check_targets(row, cfg.evaluation.targets)
             report.quality.append(row)
-            done.append(f"{policy} test F1 {num(test.get('f1'))} (n={test.get('n')})")
+            done.append(f"{model} on {policy}: test F1 {num(test.get('f1'))} "
+                        f"(n={test.get('n')})")
     report.notes = E.notes(cfg)
     report.done("evaluate", ", ".join(done) + f"; reports in {W.out(cfg, 'evaluate')}")

@@ -28,6 +28,7 @@ STAGES: tuple[Stage, ...] = (
           "synthetic rows, the cross-source test set", True),
     Stage("pretrain", "guardrail instruction pretraining (MLM + ALICE++ + CE)", True),
     Stage("finetune", "per-policy PolicyGuard / GuardFormer fine-tuning", True),
-    Stage("merge", "merge search (Thompson sampling) over merge recipes", False),
+    Stage("merge", "merge search (Thompson sampling on Ray Tune) over merge recipes: UniGuard",
+          True),
     Stage("evaluate", "test metrics and reports of each policy's classifier", True),
 )

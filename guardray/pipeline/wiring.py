@@ -12,6 +12,8 @@ pipeline then sets what ties the stages together, so one ``output_dir`` holds a 
     {output_dir}/pretrain/model       the GIP checkpoint (Hugging Face folder)
     {output_dir}/pretrain/ray         Ray Train run storage (checkpoints, TensorBoard)
     {output_dir}/finetune/{policy}/seed{n}   per-policy classifiers
+    {output_dir}/search               the merge search: uniguard/ (HF folder), recipe.yaml,
+                                      report.md
     {output_dir}/evaluate/{policy}    metrics and report of each classifier on its test sets
     {output_dir}/evaluate/judge/{policy}   the LLM judge on the judged cross-source rows
 
@@ -154,6 +156,19 @@ def finetune_config(cfg: PipelineConfig, data_dir: str, gip_model: str | None):
                 "use method policyguard")
         return _load(FinetuneConfig, stage, "finetune", [*wiring, _set("model.base", gip_model)])
     return probe
+
+
+def search_config(cfg: PipelineConfig, data_dir: str):
+    """The merge search over the fine-tuned classifiers of this run (UniGuard).
+
+    Fine-tuning is redone on a rerun, so the search starts over too (``resume: never``).
+    """
+    from guardray.search import SearchConfig
+
+    return _load(SearchConfig, cfg.stages.merge, "merge", [
+        _set("pool.finetune_dirs", [out(cfg, "finetune")]), _set("data.path", data_dir),
+        _set("policies", cfg.policies), _set("output_dir", out(cfg, "search")),
+        _set("resume", "never"), _set("overwrite", True), *_common(cfg)])
 
 
 def evaluate_config(cfg: PipelineConfig, data_dir: str, policy_id: str | None, model_dir: str,

@@ -1,0 +1,141 @@
+"""Search policies on synthetic rewards (no models): Thompson vs random, eq. 9, the posterior,
+and exact continuation from JSON state."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from guardray.search.policy_registry import make_policy, policy_from_state
+from guardray.search.posterior import FourierFeatures, blr_posterior, log_evidence
+from guardray.search.space import SearchSpace
+
+SPACE = SearchSpace([0.9, 0.85, 0.8, 0.7], methods=["linear", "task_arithmetic", "ties",
+                                                    "dare_linear", "slerp"],
+                    n_instructions=2, min_models=1)
+TARGET = np.array([0.1, 0.5, 0.4, 0.0])
+
+
+def reward(p) -> float:
+    """A smooth synthetic objective: best near weights TARGET, TIES with density 0.4 and
+    lambda 1.2, instruction 1."""
+    v = 1 - 2 * np.sum((SPACE.full_weights(p) - TARGET) ** 2)
+    d = p.param_dict
+    if p.method == "ties":
+        v += 0.1 - 0.5 * (d["density"] - 0.4) ** 2 - 0.3 * (d["lambda"] - 1.2) ** 2
+    elif p.method == "task_arithmetic":
+        v += 0.05 - 0.3 * (d["lambda"] - 1.2) ** 2
+    return v + 0.05 * (p.instruction == 1)
+
+
+def _best(name: str, seed: int, budget: int, **opts) -> float:
+    policy = make_policy(name, SPACE, seed=seed, **opts)
+    for _ in range(budget):
+        p = policy.suggest()
+        policy.observe(p, reward(p))
+    return policy.best[1]
+
+
+SOUP = SearchSpace([0.9, 0.85, 0.8, 0.7, 0.6], methods=["linear", "ties"], min_models=1)
+SOUP_TARGET = np.array([0.05, 0.45, 0.35, 0.15, 0.0])
+
+
+def soup_reward(p) -> float:
+    """Best near weights SOUP_TARGET, with TIES at density 0.5 and lambda 1.1 a bit better."""
+    v = 1 - 2 * np.sum((SOUP.full_weights(p) - SOUP_TARGET) ** 2)
+    if p.method == "ties":
+        d = p.param_dict
+        v += 0.05 - 0.5 * (d["density"] - 0.5) ** 2 - 0.5 * (d["lambda"] - 1.1) ** 2
+    return v
+
+
+def test_thompson_beats_random_on_average_at_a_fixed_budget():
+    def best(name: str, seed: int) -> float:
+        policy = make_policy(name, SOUP, seed=seed)
+        for _ in range(16):
+            p = policy.suggest()
+            policy.observe(p, soup_reward(p))
+        return policy.best[1]
+
+    ts = np.mean([best("thompson", s) for s in range(6)])
+    rnd = np.mean([best("random", s) for s in range(6)])
+    assert ts > rnd + 0.03, (ts, rnd)
+
+
+def test_epsilon_greedy_exploits_the_best_point_or_explores():
+    greedy = make_policy("egreedy", SPACE, seed=0, epsilon=0.0, exploit_scale=0.05)
+    first = greedy.suggest()
+    greedy.observe(first, 0.5)
+    for _ in range(5):  # epsilon 0: always a small move around the argmax of eq. 9
+        p = greedy.suggest()
+        assert set(p.members) ^ set(first.members) <= {0, 1, 2, 3}
+        assert np.abs(SPACE.full_weights(p) - SPACE.full_weights(first)).max() < 0.5
+        greedy.observe(p, 0.1)
+    explore = make_policy("egreedy", SPACE, seed=0, epsilon=1.0)
+    explore.observe(explore.suggest(), 1.0)
+    rnd = make_policy("random", SPACE, seed=0)
+    rnd.observe(rnd.suggest(), 1.0)
+    # epsilon 1: uniform draws from Omega (eq. 8)
+    assert {explore.suggest().method for _ in range(40)} == set(SPACE.methods)
+    with pytest.raises(ValueError, match="epsilon must be in"):
+        make_policy("egreedy", SPACE, epsilon=1.5)
+    with pytest.raises(ValueError, match="unknown search policy 'ucb'; valid: thompson"):
+        make_policy("ucb", SPACE)
+
+
+def test_posterior_update_matches_hand_computed_values():
+    Phi = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    y = np.array([1.0, 2.0, 3.0])
+    post = blr_posterior(Phi, y, prior_var=1.0, noise_var=1.0)
+    # A = Phi^T Phi + I = [[3, 1], [1, 3]]; Sigma = A^-1 = [[3, -1], [-1, 3]] / 8
+    # mu = Sigma Phi^T y = Sigma [4, 5] = [7, 11] / 8
+    assert np.allclose(post.cov, np.array([[3, -1], [-1, 3]]) / 8)
+    assert np.allclose(post.mean, [7 / 8, 11 / 8])
+    # log N(y | 0, Phi Phi^T + I)
+    K = Phi @ Phi.T + np.eye(3)
+    expected = -0.5 * y @ np.linalg.solve(K, y) - 0.5 * np.log(np.linalg.det(K)) \
+        - 1.5 * np.log(2 * np.pi)
+    assert log_evidence(Phi, y, 1.0, 1.0) == pytest.approx(expected)
+    draws = np.stack([post.sample(np.random.default_rng(i)) for i in range(4000)])
+    assert np.allclose(draws.mean(0), post.mean, atol=0.03)
+    assert np.allclose(np.cov(draws.T), post.cov, atol=0.02)
+
+
+def test_thompson_fits_its_observations_with_the_closed_form():
+    policy = make_policy("thompson", SPACE, seed=3, n_initial=2, n_features=64)
+    for _ in range(6):
+        p = policy.suggest()
+        policy.observe(p, reward(p))
+    policy.observe(policy.suggest(), None)  # a failed trial enters at the worst value
+    post, feats, info = policy.posterior()
+    Z, raw = policy.training_data()
+    assert raw[-1] == min(raw[:-1])
+    y = (raw - raw.mean()) / raw.std()
+    hand = blr_posterior(feats(Z), y, 1.0, info["noise_var"])
+    assert np.allclose(post.mean, hand.mean) and np.allclose(post.cov, hand.cov)
+    # the RFF kernel approximates the RBF kernel of the chosen lengthscale
+    rff = FourierFeatures.draw(3, 4096, 0.5, np.random.default_rng(0))
+    a, b = np.array([0.1, 0.2, 0.3]), np.array([0.3, 0.1, 0.5])
+    k = (rff(a) @ rff(b).T).item()
+    assert k == pytest.approx(np.exp(-np.sum((a - b) ** 2) / (2 * 0.25)), abs=0.05)
+
+
+@pytest.mark.parametrize("name", ["thompson", "egreedy", "random"])
+def test_state_is_json_and_a_restored_policy_continues_exactly(name):
+    opts = {"n_features": 64, "n_initial": 2} if name == "thompson" else {}
+    a = make_policy(name, SPACE, seed=5, **opts)
+    for _ in range(5):
+        p = a.suggest()
+        a.observe(p, reward(p))
+    pending = a.suggest()
+    b = policy_from_state(SPACE, json.loads(json.dumps(a.state())))
+    assert [q.key() for q in b.pending] == [pending.key()]
+    a.observe(pending, 0.3)
+    b.observe(pending, 0.3)
+    for _ in range(3):
+        pa, pb = a.suggest(), b.suggest()
+        assert pa == pb
+        a.observe(pa, reward(pa))
+        b.observe(pb, reward(pb))

@@ -1,0 +1,77 @@
+"""The search space Ω: seed point, uniform draws (eq. 8), local moves, configs, features."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from guardray.search.recipe import merge_plan, recipe
+from guardray.search.space import METHODS, Point, SearchSpace, SpaceError
+
+
+def _space(**kw) -> SearchSpace:
+    args = {"f1": [0.9, 0.8, 0.6], "methods": list(METHODS), "n_instructions": 2,
+            "min_models": 1}
+    return SearchSpace(**{**args, **kw})
+
+
+def test_seed_point_is_the_f1_weighted_soup_of_the_top_k():
+    p = _space(max_models=2).seed_point()
+    assert p.members == (0, 1) and p.method == "linear"
+    assert np.allclose(p.weights, [0.9 / 1.7, 0.8 / 1.7])
+
+
+def test_uniform_draws_stay_in_omega():
+    space = _space()
+    rng = np.random.default_rng(0)
+    methods = set()
+    for _ in range(300):
+        p = space.sample(rng)
+        methods.add(p.method)
+        assert abs(sum(p.weights) - 1) < 1e-9 and min(p.weights) >= 0
+        assert list(p.members) == sorted(set(p.members)) and 1 <= len(p.members) <= 3
+        assert p.method != "slerp" or len(p.members) == 2
+        for name, value in p.params:
+            lo, hi = space.ranges[name]
+            assert lo <= value <= hi
+        q = space.perturb(p, rng, 0.2)
+        assert abs(sum(q.weights) - 1) < 1e-9 and q.method in space.valid_methods(len(q.members))
+        z = space.features(p)
+        assert z.shape == (space.n_features,) and z.min() >= 0 and z.max() <= 1
+    assert methods == set(METHODS)
+
+
+def test_configs_round_trip_and_foreign_configs_are_repaired():
+    space = _space()
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        p = space.sample(rng)
+        q = space.from_config(space.to_config(p))
+        assert q.members == p.members and np.allclose(q.weights, p.weights)
+        assert q.method == p.method and q.params == p.params and q.instruction == p.instruction
+        assert Point.from_dict(p.to_dict()) == p
+    # an Optuna-style config: every weight positive, some candidates switched off
+    q = space.from_config({"method": "slerp", "w_0": 0.2, "w_1": 0.9, "w_2": 0.5,
+                           "use_1": False, "lambda": 9.0, "instruction": 1})
+    assert q.members == (0, 2) and np.allclose(q.weights, [0.2 / 0.7, 0.5 / 0.7])
+    assert space.from_config({"method": "ties", "lambda": 9.0}).param_dict["lambda"] == 1.5
+    with pytest.raises(SpaceError, match="method 'nope' is not in this search space; valid"):
+        space.from_config({"method": "nope"})
+    with pytest.raises(SpaceError, match="unknown merge method"):
+        SearchSpace([0.9], methods=["soup2"])
+    with pytest.raises(SpaceError, match="slerp merges exactly two"):
+        SearchSpace([0.9, 0.8, 0.7], methods=["slerp"], min_models=3)
+
+
+def test_recipes_follow_the_plan():
+    slerp = Point((0, 2), (0.3, 0.7), "slerp", (), 0)
+    plan = merge_plan(slerp)
+    assert plan["base"] == 0 and plan["models"] == [2] and plan["parameters"] == {"t": 0.7}
+    r = recipe(slerp, ["a", "b", "c"], "BASE", merge_seed=3)
+    assert r["base_model"] == "a" and r["models"] == [{"model": "c"}] and r["seed"] == 3
+    ties = Point((1, 2), (0.5, 0.5), "ties", (("density", 0.4), ("lambda", 1.2)), 0)
+    r = recipe(ties, ["a", "b", "c"], "BASE")
+    assert r["base_model"] == "BASE" and r["parameters"] == {"lambda": 1.2, "normalize": True}
+    assert r["models"][0] == {"model": "b", "parameters": {"weight": 0.5, "density": 0.4}}
+    soup = recipe(Point((0, 1), (0.6, 0.4), "linear"), ["a", "b"], "BASE")
+    assert "base_model" not in soup and soup["parameters"] == {"normalize": True}
