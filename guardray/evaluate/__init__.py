@@ -24,5 +24,8 @@ __getattr__, __all__ = lazy_exports(__name__, {
     "load_results": "results",
     "compare_evaluations": "report",
     "PredictError": "predict",
+    "ClassifierPredictor": "predict",
+    "PredictorSpec": "predict",
+    "unsafe_index": "predict",
     "JudgeUnavailableError": "judges",
 })
