@@ -22,8 +22,9 @@ log = logging.getLogger("guardray.jobs.generate")
 def main(cfg: GenerateConfig) -> None:
     """Generate synthetic samples for ``cfg.policies`` on Ray with ``cfg``."""
     from guardray.cli.ray_init import init_ray
-    from guardray.generate import run_generate
+    from guardray.generate import preflight, run_generate
 
+    preflight(cfg)  # policies, templates, output folder, shards already there: before Ray
     if cfg.llm.backend == "transformers":
         # Convert an embedded model once here, not in every actor at the same time.
         from guardray.modeling.offline import resolve_model

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+SHOW_WIDTH = 400  # characters of a line `policies show` prints without --full
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("policies", help="validate and inspect policy YAML files")
@@ -16,6 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = psub.add_parser("show", help="print a policy as the text models and judges see")
     s.add_argument("path", metavar="PATH", help="a policy YAML file")
     s.add_argument("--examples", action="store_true", help="include the example prompts")
+    s.add_argument("--full", action="store_true",
+                   help=f"print lines longer than {SHOW_WIDTH} characters whole")
     s.set_defaults(handler=show)
 
 
@@ -33,7 +37,18 @@ def validate(args: argparse.Namespace) -> int:
 
 
 def show(args: argparse.Namespace) -> int:
+    """Print the rendered policy; lines over `SHOW_WIDTH` characters are cut with a note
+    unless ``--full`` (a description may hold up to 2,000 characters)."""
     from guardray.policies import load_policy, render_policy
 
-    print(render_policy(load_policy(args.path), with_examples=args.examples))
+    text = render_policy(load_policy(args.path), with_examples=args.examples)
+    if not args.full:
+        text = "\n".join(_cut(line) for line in text.splitlines())
+    print(text)
     return 0
+
+
+def _cut(line: str) -> str:
+    if len(line) <= SHOW_WIDTH:
+        return line
+    return f"{line[:SHOW_WIDTH]}... [{len(line) - SHOW_WIDTH} more characters; --full prints all]"

@@ -1,15 +1,23 @@
 """Load a config model from YAML with ``key=value`` overrides, with errors a person can act on.
 
 Rules:
-- YAML is read with ``yaml.safe_load``; a syntax error names the file, line and column.
+- YAML is read with a safe loader (`parse_yaml`); a syntax error names the file, line and
+  column, and a file that is not UTF-8 text (a binary file, another encoding) names the byte.
+- Floats are read the way YAML 1.2 and every other config language read them: PyYAML follows
+  YAML 1.1, which reads ``1e5``, ``1.0e300`` and ``3e-5`` (no dot or no exponent sign) as
+  strings, so an integer field given ``max_steps=1e3`` failed and a float field received a
+  string. Integers, booleans and everything else are unchanged.
 - Overrides use dotted paths into the mapping (``train.lr=3e-5``, ``policies=[tax,finance]``);
-  each value is parsed as YAML, so numbers, booleans and lists come out typed.
+  each value is parsed as YAML, so numbers, booleans and lists come out typed. A value that is
+  not valid YAML (``name=a: b``, ``x=[1``) is an error naming the override, not a silent
+  string: quote it (``'name="a: b"'``) to mean the text.
 - Unknown keys, in the file or in an override, fail with the list of valid names at that level.
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,6 +27,46 @@ from pydantic import BaseModel, ValidationError
 from guardray.config.base import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
+
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+# YAML 1.2 core-schema floats plus PyYAML's 1.1 extras ('_' separators, a trailing dot);
+# an exponent needs no dot and no sign. Plain integers do not match (they stay int).
+_FLOAT_RE = re.compile(r"""^(?:
+    [-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+  | [-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+  | [-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+  | [-+]?\.(?:inf|Inf|INF)
+  | \.(?:nan|NaN|NAN)
+)$""", re.VERBOSE)
+
+
+class _Loader(yaml.SafeLoader):
+    """`yaml.SafeLoader` with YAML 1.2 floats (its own resolver table: SafeLoader's is kept)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != _FLOAT_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(_FLOAT_TAG, _FLOAT_RE, list("-+0123456789."))
+
+
+def parse_yaml(text: str) -> Any:
+    """``text`` as YAML with the safe loader and YAML 1.2 floats (``1e5`` -> 100000.0).
+
+    Raises:
+        yaml.YAMLError: the text is not valid YAML.
+    """
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: safe
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """The one-line problem of a YAML error (PyYAML's text spans several lines)."""
+    if isinstance(exc, yaml.reader.ReaderError):  # a NUL or other control character
+        return (f"unacceptable character #x{exc.character:04x} at offset {exc.position} "
+                f"({exc.reason})")
+    problem = getattr(exc, "problem", None) or str(exc)
+    return " ".join(str(problem).split())
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -32,15 +80,18 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
+    except UnicodeDecodeError as exc:  # a binary file, or text in another encoding
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at "
+                          f"offset {exc.start}); config and policy files are YAML in UTF-8"
+                          ) from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = parse_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+        raise ConfigError(f"{where}: invalid YAML: {_yaml_problem(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -52,7 +103,8 @@ def parse_overrides(items: list[str] | tuple[str, ...]) -> list[tuple[list[str],
     """Parse ``["a.b=1", "c=[x, y]"]`` into ``[(["a", "b"], 1), (["c"], ["x", "y"])]``.
 
     Raises:
-        ConfigError: an item has no ``=`` or an empty key.
+        ConfigError: an item has no ``=`` or an empty key, or its value is not valid YAML
+            (the message names the override and says how to quote a literal text).
     """
     parsed = []
     for item in items:
@@ -61,9 +113,11 @@ def parse_overrides(items: list[str] | tuple[str, ...]) -> list[tuple[list[str],
         if not sep or not key or any(not part for part in key.split(".")):
             raise ConfigError(f"override {item!r}: expected key=value, e.g. train.lr=3e-5")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw  # not YAML: keep it as the literal string the user typed
+            value = parse_yaml(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(
+                f"override {item!r}: the value is not valid YAML ({_yaml_problem(exc)}); "
+                f"quote it to mean the text, e.g. '{key}=\"...\"'") from None
         parsed.append((key.split("."), value))
     return parsed
 

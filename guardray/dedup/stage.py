@@ -331,15 +331,23 @@ def _removed_table(keyed, meta, keys, order, rep, sim, reason, scopes, names, cf
 def check_paths(cfg: DedupConfig) -> tuple[list[str], list[str]]:
     """Check the job's folders before any work: a bad path fails in a second, not after Ray.
 
+    Every input shard's footer and constrained columns (label, split, source) are read here
+    (`guardray.io.shards.check_shard_values`), so a truncated, zero-byte or foreign file, or a
+    label of 7, is named by file (and row) before Ray starts. The output location must be a
+    writable folder (`guardray.io.folders.check_output_location`).
+
     Returns:
         ``(input shards, shards already in the output folder)``.
 
     Raises:
         ConfigError: input and output are the same folder; the input folder is missing or
             holds no shards; the output folder holds shards and ``overwrite`` is false.
+        CorruptShardError / ShardSchemaError: an input shard, by name.
+        NotADirectoryError / StorageError: the output location is a file, or not writable.
     """
     from guardray.config import ConfigError
     from guardray.io import shards, uris
+    from guardray.io.folders import check_output_location
 
     so = cfg.storage_options or None
     src, dst = uris.parse_uri(cfg.input_dir).uri, uris.parse_uri(cfg.output_dir).uri
@@ -352,6 +360,9 @@ def check_paths(cfg: DedupConfig) -> tuple[list[str], list[str]]:
     if not inputs:
         raise ConfigError(f"input_dir: no shards (*.parquet) in {src!r}; check the path, or run "
                           "the stage that writes it first")
+    for path in inputs:
+        shards.check_shard_values(path, so)
+    check_output_location(dst, "output_dir")
     try:
         existing = shards.list_shards(dst, so)
     except FileNotFoundError:
@@ -372,17 +383,20 @@ def run_dedup(cfg: DedupConfig) -> dict[str, Any]:
         ``{"counts", "shards", "removed", "manifest"}``.
 
     Raises:
-        ConfigError: bad folders (see `check_paths`).
+        ConfigError / CorruptShardError / ShardSchemaError / StorageError: bad folders or
+            shards (see `check_paths`); a shard whose data pages do not decode, by name.
     """
     from guardray.io import read_shards_dataset, shards, uris, write_dataset_shards, write_manifest
+    from guardray.io.ray_data import shard_read_errors
 
     so = cfg.storage_options or None
-    _, existing = check_paths(cfg)
+    inputs, existing = check_paths(cfg)
     src, dst = uris.parse_uri(cfg.input_dir).uri, uris.parse_uri(cfg.output_dir).uri
     started = time.perf_counter()
-    ds = read_shards_dataset(src, so)
-    out = dedup_dataset_detailed(ds, cfg)
-    written = write_dataset_shards(out.kept, dst, storage_options=so)
+    ds = read_shards_dataset(src, so, check_schema=False)  # check_paths read the footers
+    with shard_read_errors(inputs, so):  # corrupt data pages: CorruptShardError by file
+        out = dedup_dataset_detailed(ds, cfg)
+        written = write_dataset_shards(out.kept, dst, storage_options=so)
     if not written:  # no kept rows: an empty shard tells "ran, kept nothing" from "never ran"
         written = [shards.write_shard(schema.arrow_schema().empty_table(), dst, index=0,
                                       if_exists="overwrite", storage_options=so)]

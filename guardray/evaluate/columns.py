@@ -12,6 +12,7 @@ A prediction row holds the sample columns that the input had (`guardray.schema.I
 | answer        | string  | judge only: the raw generated text                                 |
 | parse_status  | string  | judge only: "ok" or why the answer could not be parsed             |
 | backend_error | string  | judge only: the backend's error for the row ("" when answered)     |
+| prompt_cut    | bool    | judge only: the text was cut to fit the judge's context            |
 """
 
 from __future__ import annotations
@@ -24,5 +25,6 @@ MODEL_MS = "model_ms"
 ANSWER = "answer"
 PARSE_STATUS = "parse_status"
 BACKEND_ERROR = "backend_error"
+PROMPT_CUT = "prompt_cut"
 
 NO_PREDICTION = -1

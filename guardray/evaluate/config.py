@@ -164,6 +164,9 @@ class EvaluateConfig(StageConfig):
             record it), else ``text``.
         threshold, inference, report: see their sections.
         output_dir: where metrics, predictions and the report go (local or ``s3://``).
+        overwrite: replace an earlier evaluation in ``output_dir`` (its metrics, dataset
+            folders, report and manifest are removed first); without it such a folder is
+            refused before anything runs.
         ray: Ray connection.
         storage_options: S3 settings.
     """
@@ -182,6 +185,7 @@ class EvaluateConfig(StageConfig):
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
     output_dir: str = "outputs/evaluate"
+    overwrite: bool = False
 
     @model_validator(mode="after")
     def _one_subject(self) -> "EvaluateConfig":

@@ -33,7 +33,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from guardray.errors import RunError
@@ -209,11 +209,15 @@ def parse_answer(template: str, answer: Any) -> JudgeAnswer:
 # --------------------------------------------------------------------------- runner
 
 
-_OUT, _ERR = "generated_text", "judge_error"
+_OUT, _ERR, _CUT, _SPAN = "generated_text", "judge_error", "judge_cut", "judge_text"
 
 
 class JudgeUnavailableError(RunError):
     """The LLM generation stage (`guardray.llm.stage`) is not available."""
+
+
+class JudgeInterruptedError(RunError):
+    """A judge run failed after some answers were written; a rerun resumes from them."""
 
 
 @dataclasses.dataclass
@@ -225,16 +229,24 @@ class JudgeRun:
         parsed: `JudgeAnswer` per row.
         wall_seconds: wall time of the generation run (model start-up included).
         errors: backend error text per row ("" when the row was answered).
+        cut: per row, the prompt's text was cut to fit the judge's context.
+        n_resumed: rows whose answer came from an earlier, interrupted run.
     """
 
     answers: list[str]
     parsed: list[JudgeAnswer]
     wall_seconds: float
     errors: list[str] = dataclasses.field(default_factory=list)
+    cut: list[bool] = dataclasses.field(default_factory=list)
+    n_resumed: int = 0
 
     @property
     def n_unparseable(self) -> int:
         return sum(p.label is None for p in self.parsed)
+
+    @property
+    def n_cut(self) -> int:
+        return sum(bool(c) for c in self.cut)
 
     def status_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -243,27 +255,38 @@ class JudgeRun:
         return counts
 
 
-def run_judge(frame, judge, policies: Mapping[str, Policy]) -> JudgeRun:
+def run_judge(frame, judge, policies: Mapping[str, Policy], *, store=None,
+              on_batch: Callable[[int], None] | None = None) -> JudgeRun:
     """Ask the judge about every row of ``frame`` and parse the answers (Ray must be running).
+
+    Each prompt is fitted to the judge's context by the backend (the row's text is cut, with
+    a marker; the template and policy stay whole: `guardray.llm.fit`). Rows go to Ray Data
+    shortest first, in blocks of ``judge.llm.batch_size`` rows, so answers stream back block
+    by block (progress is visible, and no block holds the whole dataset). With ``store``,
+    each block's answers are written as it arrives and rows already in the store (from an
+    interrupted run) are not judged again.
 
     Args:
         frame: DataFrame with ``ROW``, ``POLICY_ID``, ``TEXT`` (labels are not sent).
         judge: a `guardray.evaluate.config.JudgeConfig`.
         policies: policies by id; every row's policy must be among them.
+        store: a `guardray.evaluate.judgements.JudgementStore`, or None (nothing kept).
+        on_batch: called with the number of blocks received so far, after each is stored.
 
     Raises:
         JudgeUnavailableError: `guardray.llm.stage` is missing.
+        JudgeInterruptedError: the run failed after some answers were stored (a rerun
+            resumes); before that, the original error.
         ValueError: a row's policy is unknown.
     """
     import pandas as pd
-    import ray
 
     from guardray import schema as S
     from guardray.evaluate import columns as C
-    from guardray.io.ray_data import to_pandas_with_progress
+    from guardray.evaluate import judgements as J
 
     try:
-        from guardray.llm.stage import generate_dataset
+        from guardray.llm.stage import generate_dataset  # noqa: F401 - availability check
     except ImportError as exc:
         raise JudgeUnavailableError(
             "LLM judges need guardray.llm.stage.generate_dataset (the LLM generation "
@@ -272,30 +295,90 @@ def run_judge(frame, judge, policies: Mapping[str, Policy]) -> JudgeRun:
     if unknown:
         raise ValueError(f"judge templates need the policy of every row; unknown policy id(s) "
                          f"{unknown}; known: {sorted(policies)} (pass --policy ID)")
-    messages = [build_messages(judge.template, policies[p], t, as_system=judge.as_system)
-                for p, t in zip(frame[S.POLICY_ID].tolist(), frame[S.TEXT].tolist())]
-    table = pd.DataFrame({C.ROW: frame[C.ROW].to_numpy(), "messages": messages})
-    # Backend errors on single rows are captured (error column) and counted as unparseable
-    # rows with status "error", instead of failing the whole evaluation.
-    ds = generate_dataset(ray.data.from_pandas(table), judge.llm, messages_column="messages",
-                          output_column=_OUT, error_column=_ERR)
+    rows = frame[C.ROW].tolist()
+    pids, texts = frame[S.POLICY_ID].tolist(), frame[S.TEXT].tolist()
+    keys = {r: J.row_key(r, p, t) for r, p, t in zip(rows, pids, texts)}
+    done = store.load(keys) if store is not None else pd.DataFrame({c: [] for c in J.COLUMNS})
+    have = set(done[J.ROW].astype(int).tolist())
+    todo = [i for i, r in enumerate(rows) if r not in have]
+    if have:
+        log.info("judge %s: %d of %d answers from an earlier run (%s); judging the other %d",
+                 judge.display_name, len(have), len(rows), store.folder, len(todo))
     started = time.perf_counter()
-    out = to_pandas_with_progress(ds.select_columns([C.ROW, _OUT, _ERR]), "evaluate: judging",
-                                  len(table), unit="prompt")
+    parts = [done]
+    if todo:
+        parts += _judge_rows(frame.iloc[todo], keys, judge, policies, store, on_batch,
+                             n_before=len(have), n_total=len(rows))
     wall = time.perf_counter() - started
-    by_row = {r: (a, e) for r, a, e in zip(out[C.ROW].tolist(), out[_OUT].tolist(),
-                                           out[_ERR].tolist())}
-    missing = [r for r in frame[C.ROW].tolist() if r not in by_row]
+    out = pd.concat(parts, ignore_index=True)
+    by_row = {int(r): (a, e, c) for r, a, e, c in zip(out[J.ROW], out[J.ANSWER], out[J.ERROR],
+                                                      out[J.CUT])}
+    missing = [r for r in rows if r not in by_row]
     if missing:
         raise RuntimeError(f"the judge returned no answer for {len(missing)} row(s)")
-    answers = [_as_text(by_row[r][0]) for r in frame[C.ROW].tolist()]
-    errors = [_as_text(by_row[r][1]) for r in frame[C.ROW].tolist()]
+    answers = [_as_text(by_row[r][0]) for r in rows]
+    errors = [_as_text(by_row[r][1]) for r in rows]
+    cut = [bool(by_row[r][2]) for r in rows]
     parsed = [JudgeAnswer(None, ERROR) if err else parse_answer(judge.template, a)
               for a, err in zip(answers, errors)]
-    run = JudgeRun(answers, parsed, wall, errors)
-    log.info("judge %s: %d answers in %.1f s, %d unparseable %s", judge.display_name,
-             len(answers), wall, run.n_unparseable, run.status_counts())
+    run = JudgeRun(answers, parsed, wall, errors, cut, n_resumed=len(have))
+    log.info("judge %s: %d answers in %.1f s (%d from an earlier run), %d cut to fit the "
+             "context, %d unparseable %s", judge.display_name, len(answers), wall,
+             run.n_resumed, run.n_cut, run.n_unparseable, run.status_counts())
     return run
+
+
+def _judge_rows(frame, keys, judge, policies, store, on_batch, *, n_before: int,
+                n_total: int) -> list:
+    """Judge the rows of ``frame``; the answers as DataFrames of `judgements.COLUMNS`, one
+    per block, each stored as it arrives."""
+    import pandas as pd
+    import ray
+
+    from guardray import schema as S
+    from guardray.errors import one_line
+    from guardray.evaluate import columns as C
+    from guardray.evaluate import judgements as J
+    from guardray.llm.stage import generate_dataset
+    from guardray.progress import Progress
+
+    rows, texts = frame[C.ROW].tolist(), frame[S.TEXT].tolist()
+    messages = [build_messages(judge.template, policies[p], t, as_system=judge.as_system)
+                for p, t in zip(frame[S.POLICY_ID].tolist(), texts)]
+    table = pd.DataFrame({J.ROW: rows, J.KEY: [keys[r] for r in rows], _SPAN: texts,
+                          "messages": messages})
+    # Shortest first: a block's rows pad to similar lengths, and answers start early.
+    table = table.iloc[sorted(range(len(table)), key=lambda i: (len(texts[i]), i))]
+    size = judge.llm.batch_size
+    blocks = [table.iloc[i:i + size].reset_index(drop=True) for i in range(0, len(table), size)]
+    # Backend errors on single rows are captured (error column) and counted as unparseable
+    # rows with status "error", instead of failing the whole evaluation.
+    ds = generate_dataset(ray.data.from_pandas(blocks), judge.llm, messages_column="messages",
+                          output_column=_OUT, error_column=_ERR, cut_text_column=_SPAN,
+                          cut_column=_CUT)
+    ds = ds.select_columns([J.ROW, J.KEY, _OUT, _ERR, _CUT])
+    got: list = []
+    n_got = 0
+    try:
+        with Progress("evaluate: judging", n_total, unit="prompt",
+                      initial=n_before) as progress:
+            for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
+                part = batch.rename(columns={_OUT: J.ANSWER, _ERR: J.ERROR, _CUT: J.CUT})
+                if store is not None:
+                    store.append(part)
+                got.append(part)
+                n_got += len(part)
+                progress.update(len(part))
+                if on_batch is not None:
+                    on_batch(len(got))
+    except Exception as exc:
+        if store is None or store.written_rows == 0:
+            raise
+        raise JudgeInterruptedError(
+            f"judge {judge.display_name} stopped after {n_before + n_got} of {n_total} "
+            f"prompts: {one_line(exc)}; the answers so far are kept in {store.folder}: "
+            "rerun the same command to judge only the rest") from exc
+    return got
 
 
 def _as_text(value: Any) -> str:

@@ -38,7 +38,7 @@ _DETAIL_COLUMNS = [
     ("macro_f1", "macro-F1", "{:.4f}"), ("auroc", "AUROC", "{:.4f}"), ("auprc", "AUPRC", "{:.4f}"),
     ("threshold", "threshold", "{:.4f}"), ("threshold_source", "threshold from", None),
     ("ms_per_prompt", "ms/prompt", "{:.2f}"), ("prompts_per_s", "prompts/s", "{:.1f}"),
-    ("n_unparseable", "unparseable", "{:d}"),
+    ("n_unparseable", "unparseable", "{:d}"), ("n_cut", "cut to fit", "{:d}"),
 ]
 
 

@@ -17,6 +17,14 @@ Output layout under ``output_dir``::
     <dataset>/predictions.parquet
     report.md, report.html, plots/*.png
     manifest.json
+    .judgements/              judges only, while running: answers written as they arrive, so
+                              a rerun after a failure judges only the rest (removed at the end;
+                              `guardray.evaluate.judgements`)
+
+A judge's prompts are fitted to its context (``judge.llm.max_context_tokens`` /
+``max_prompt_chars``): the prompt text is cut with a marker, the policy and template stay
+whole; the record counts the cut rows (``n_cut``) and ``predictions.parquet`` marks them
+(``prompt_cut``).
 """
 
 from __future__ import annotations
@@ -57,25 +65,33 @@ def run_evaluation(cfg, connect: Callable[[], None] | None = None) -> dict[str, 
         The content of the top-level ``metrics.json``.
 
     Raises:
-        ConfigError: nothing to evaluate or no data.
+        ConfigError: nothing to evaluate or no data; the validation data is an evaluated file.
+        FileExistsError: ``output_dir`` holds an earlier evaluation and not ``cfg.overwrite``.
+        ModelError: the model is not one guardray can load (all before Ray: `preflight`).
         EvaluationError / DatasetError / PredictError / JudgeUnavailableError: with the cause.
     """
+    from guardray.evaluate import preflight
     from guardray.io import uris
 
     cfg.check_runnable()
     out = uris.parse_uri(cfg.output_dir).uri
     so = cfg.storage_options or None
+    preflight.check_setup(cfg)  # output folder, model, validation != data: before any load
     ctx = _Context.build(cfg)
     loaded = [ctx.load(d, so) for d in cfg.data]
     val = None
     if not cfg.judge and cfg.validation_data is not None and cfg.threshold.rule != "fixed":
         val = ctx.load(cfg.validation_data, so)
+        preflight.check_validation_rows(val, loaded)
+    if cfg.overwrite:
+        preflight.clear_earlier_result(out, so)
     if connect is not None:
         connect()
     taken: set[str] = set()
     if cfg.judge:
         threshold = None
-        results = [_judge_one(cfg, d, ctx.policies, slugify(d.name, taken)) for d in loaded]
+        results = [_judge_one(cfg, d, ctx.policies, slugify(d.name, taken), out, so)
+                   for d in loaded]
     else:
         spec = _predictor_spec(cfg, ctx.input_format, ctx.descriptions)
         # One inference run for the validation rows and every dataset (one model load per
@@ -98,6 +114,10 @@ def run_evaluation(cfg, connect: Callable[[], None] | None = None) -> dict[str, 
         write_report(out, results, title=f"guardray evaluation: {cfg.display_name}",
                      plots=cfg.report.plots, storage_options=so, notes=_notes(summary))
     _manifest(cfg, out, loaded, results, so)
+    if cfg.judge:
+        from guardray.evaluate.judgements import remove_all
+
+        remove_all(out, so)  # the answers are in predictions.parquet now
     return summary
 
 
@@ -281,11 +301,14 @@ def _classify_one(cfg, data, scored, threshold: ThresholdChoice, slug: str) -> D
     return result
 
 
-def _judge_one(cfg, data, policies, slug: str) -> DatasetResult:
+def _judge_one(cfg, data, policies, slug: str, out: str, so) -> DatasetResult:
+    from guardray.evaluate.judgements import JudgementStore, folder_for
     from guardray.evaluate.judges import run_judge
 
     frame = data.frame
-    run = run_judge(frame, cfg.judge, policies)
+    # Answers are written as they arrive: a rerun after a failure judges only the rest.
+    store = JudgementStore(folder_for(out, slug, cfg.judge), so)
+    run = run_judge(frame, cfg.judge, policies, store=store)
     labels = frame[S.LABEL].to_numpy().astype(np.int64)
     preds = np.asarray([C.NO_PREDICTION if p.label is None else p.label for p in run.parsed],
                        dtype=np.int64)
@@ -313,14 +336,22 @@ def _judge_one(cfg, data, policies, slug: str) -> DatasetResult:
         "ms_per_prompt": run.wall_seconds * 1000.0 / n if n else math.nan,
         "prompts_per_s": n / run.wall_seconds if run.wall_seconds > 0 else math.nan,
         "batch_size": cfg.judge.llm.batch_size, "concurrency": cfg.judge.llm.concurrency,
+        # Prompts whose text was cut to fit the judge's context (guardray.llm.fit).
+        "n_cut": run.n_cut, "n_resumed": run.n_resumed,
+        "max_context_tokens": cfg.judge.llm.max_context_tokens,
+        "max_prompt_chars": cfg.judge.llm.max_prompt_chars,
     })
+    if run.n_cut:
+        log.warning("%s on %s: %d of %d prompt(s) were cut to fit the judge's context",
+                    cfg.display_name, data.name, run.n_cut, n)
     record["by_policy"] = _by_policy(frame[ok], labels[ok], preds[ok]) if ok.any() else {}
     frame = frame.assign(**{
         C.SCORE: np.where(ok, preds, np.nan).astype(np.float64),
         C.PREDICTION: preds.astype(np.int8),
         C.MODEL_MS: np.full(n, record["ms_per_prompt"]),
         C.ANSWER: run.answers, C.PARSE_STATUS: [p.status for p in run.parsed],
-        C.BACKEND_ERROR: run.errors or [""] * n})
+        C.BACKEND_ERROR: run.errors or [""] * n,
+        C.PROMPT_CUT: run.cut or [False] * n})
     return DatasetResult(cfg.display_name, "judge", data.name, slug, record, labels, None, preds,
                          frame)
 

@@ -19,6 +19,7 @@ from guardray._lazy import lazy_exports
 __getattr__, __all__ = lazy_exports(__name__, {
     "GenerateConfig": "config",
     "run_generate": "stage",
+    "preflight": "stage",
     "seed_rows": "seed",
     "dedup_output_dir": "dedup_step",
 })

@@ -43,7 +43,7 @@ from guardray.generate import diversify as D
 from guardray.generate import parse as P
 from guardray.generate import steps as T
 from guardray.generate.config import GenerateConfig
-from guardray.generate.dedup_step import run_dedup_step
+from guardray.generate.dedup_step import dedup_output_dir, run_dedup_step
 from guardray.generate.expand import (
     MESSAGES,
     REQUEST_ID,
@@ -79,6 +79,40 @@ class GenerateError(RunError):
 
 class PlanMismatchError(GenerateError, ConfigError):
     """``output_dir`` holds a run with another plan; a `ConfigError` for the CLI (exit 2)."""
+
+
+def preflight(cfg: GenerateConfig) -> list[Policy]:
+    """The checks that need no Ray (``jobs/generate.py`` runs them before ``init_ray``), so
+    bad input fails in a second, with one line, not after the model actors started.
+
+    Checked: the policies and the templates load; ``output_dir`` (and its ``dedup`` folder) is
+    a writable folder (`guardray.io.folders.check_output_location`: no file on the path, not
+    read-only, not full); every shard already in it (a run being resumed) is a readable
+    sample shard: a truncated, zero-byte or foreign file there would otherwise be taken for a
+    finished task and fail only when the manifest is written, after all the generation.
+
+    Returns:
+        The loaded policies.
+
+    Raises:
+        ConfigError: a policy or template file (`guardray.policies.load_policies`).
+        NotADirectoryError / StorageError: the output location.
+        CorruptShardError / ShardSchemaError: a shard in ``output_dir``, by name (and row).
+    """
+    from guardray.io.folders import check_output_location
+
+    policies = load_policies(cfg.policies)
+    load_templates(cfg.templates.file, cfg.templates.overrides)
+    so = cfg.storage_options or None
+    check_output_location(cfg.output_dir, "output_dir")
+    for folder in (cfg.output_dir, dedup_output_dir(cfg)):
+        try:
+            found = shards.list_shards(folder, so)
+        except FileNotFoundError:
+            continue
+        for path in found:
+            shards.check_shard_values(path, so)
+    return policies
 
 
 def run_generate(cfg: GenerateConfig, *, on_task_done: TaskCallback | None = None

@@ -19,6 +19,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from guardray.errors import GuardrayError, storage_error
+
 log = logging.getLogger(__name__)
 
 
@@ -39,6 +41,44 @@ def check_output_dir(final: str | os.PathLike[str], *, overwrite: bool) -> None:
             "overwrite: true) to replace it")
 
 
+def check_output_location(uri: str | os.PathLike[str], field: str = "output_dir") -> None:
+    """Fail before any work when a stage could not write its output to ``uri``.
+
+    A local location is checked: no file on its path, and its nearest existing folder takes a
+    small probe file (created, written, fsynced and removed at once; nothing is created when
+    that fails). That catches a read-only filesystem, a missing permission and a disk already
+    full, none of which shows until the first result is written otherwise. An ``s3://``
+    location is not probed (an upload is its own check).
+
+    Raises:
+        NotADirectoryError: ``uri`` or one of its parents is a file (names ``field``).
+        StorageError: the probe write failed (names ``field``, the folder and why).
+    """
+    import tempfile
+
+    from guardray.io.uris import parse_uri
+
+    loc = parse_uri(uri)
+    if loc.is_s3:
+        return
+    final = Path(loc.path)
+    try:
+        check_output_dir(final, overwrite=True)
+    except NotADirectoryError as exc:
+        raise NotADirectoryError(f"{field}: {exc}") from None
+    existing = next(p for p in (final, *final.parents) if p.exists())
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".guardray-write-probe-") as fh:
+            fh.write(b"\0" * 4096)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        mapped = storage_error(exc, existing)
+        if mapped is None:
+            raise
+        raise type(mapped)(mapped.errno, f"{field}: {mapped}") from exc
+
+
 def stale_siblings(final: Path) -> list[Path]:
     """Temporary folders a killed writer of ``final`` left behind (``.NAME.tmp-*``/``.old-*``)."""
     if not final.parent.is_dir():
@@ -57,20 +97,31 @@ def atomic_folder(final: str | os.PathLike[str], *, overwrite: bool = False) -> 
 
     Raises:
         FileExistsError / NotADirectoryError: see `check_output_dir`.
+        StorageError: the storage refused a write, in here or in the caller's block (full
+            disk or quota, read-only filesystem, no permission); names ``final``.
     """
     final = Path(final).absolute()
     check_output_dir(final, overwrite=overwrite)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    for stale in stale_siblings(final):
-        log.info("removing %s, left by an interrupted write of %s", stale, final)
-        shutil.rmtree(stale, ignore_errors=True)
     tag = uuid.uuid4().hex[:8]
     tmp = final.parent / f".{final.name}.tmp-{tag}"
-    tmp.mkdir()
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        for stale in stale_siblings(final):
+            log.info("removing %s, left by an interrupted write of %s", stale, final)
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp.mkdir()
+    except OSError as exc:
+        mapped = storage_error(exc, final)
+        if mapped is None:
+            raise
+        raise mapped from exc
     try:
         yield tmp
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        mapped = storage_error(exc, final) if not isinstance(exc, GuardrayError) else None
+        if mapped is not None:
+            raise mapped from exc
         raise
     if final.exists():
         old = final.parent / f".{final.name}.old-{tag}"

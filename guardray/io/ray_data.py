@@ -87,6 +87,43 @@ def read_shards_dataset(
         return ray.data.read_parquet(fs_paths, filesystem=filesystem, **read_parquet_kwargs)
 
 
+@contextlib.contextmanager
+def shard_read_errors(paths: list[str], storage_options: Mapping[str, Any] | None = None):
+    """Turn a Ray Data run that failed on an unreadable shard into a `CorruptShardError`
+    naming the file.
+
+    A footer check (`read_shards_dataset`) cannot see corrupt data pages: Parquet decodes
+    them inside a Ray read task, which fails with a bare ``OSError: Couldn't deserialize
+    thrift...`` and hundreds of lines of Ray traceback, naming no file. When a Dataset run
+    inside this block fails with an ``OSError`` / Arrow error that is not already one of
+    guardray's, each of ``paths`` is read page by page here (the failure path only) until
+    the bad one is found. Other errors, or none found, propagate unchanged.
+
+    Raises:
+        CorruptShardError: naming the shard and row group, chained to the Ray error.
+    """
+    import pyarrow as pa
+
+    from guardray.errors import GuardrayError
+
+    try:
+        yield
+    except GuardrayError:
+        raise
+    except Exception as exc:
+        cause: BaseException | None = exc
+        while getattr(cause, "cause", None) is not None and cause.cause is not cause:
+            cause = cause.cause  # RayTaskError keeps the task's exception here
+        if not isinstance(cause, (OSError, pa.ArrowException)):
+            raise
+        for path in paths:
+            try:
+                shards.check_shard_data(path, storage_options)
+            except shards.CorruptShardError as found:
+                raise found from exc
+        raise
+
+
 def check_block_bytes(n: Any) -> None:
     """Raise ValueError unless ``n`` is an int >= 1 (a ``block_bytes`` argument)."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:

@@ -119,6 +119,11 @@ def _check_name(name: str) -> str:
     return name
 
 
+def _flat(exc: BaseException) -> str:
+    """An Arrow/OS error's message on one line (Parquet's decoding errors span several)."""
+    return " ".join(str(exc).split())
+
+
 def is_shard_name(name: str) -> bool:
     """True for names readers treat as shards (``*.parquet``, not hidden)."""
     return name.endswith(SHARD_SUFFIX) and not uris.is_hidden_name(name)
@@ -389,7 +394,7 @@ def read_shard(uri: PathLike, storage_options: Options = None) -> pa.Table:
     except FileNotFoundError:
         raise
     except (pa.ArrowException, OSError) as exc:
-        raise CorruptShardError(f"shard {location!r} is not readable Parquet ({exc}); "
+        raise CorruptShardError(f"shard {location!r} is not readable Parquet ({_flat(exc)}); "
                                 "delete it and rerun the stage that wrote it") from exc
     return _conform(table, f"shard {location!r}")
 
@@ -438,7 +443,7 @@ def check_shard_schema(uri: PathLike, storage_options: Options = None) -> None:
     except FileNotFoundError:
         raise
     except (pa.ArrowException, OSError) as exc:
-        raise CorruptShardError(f"shard {location!r} is not readable Parquet ({exc}); "
+        raise CorruptShardError(f"shard {location!r} is not readable Parquet ({_flat(exc)}); "
                                 "delete it and rerun the stage that wrote it") from exc
     where = f"shard {location!r}"
     _check_column_names(file_schema.names, where)
@@ -465,9 +470,33 @@ def check_shard_values(uri: PathLike, storage_options: Options = None) -> None:
         with filesystem.open_input_file(path) as handle:
             table = pq.read_table(handle, columns=names)
     except (pa.ArrowException, OSError) as exc:
-        raise CorruptShardError(f"shard {location!r} is not readable Parquet ({exc}); "
+        raise CorruptShardError(f"shard {location!r} is not readable Parquet ({_flat(exc)}); "
                                 "delete it and rerun the stage that wrote it") from exc
     where = f"shard {location!r}"
     fields = {f.name: f for f in schema.arrow_schema()}
     for name in names:
         _conform_column(table.column(name), fields[name], where)
+
+
+def check_shard_data(uri: PathLike, storage_options: Options = None) -> None:
+    """Read every data page of one shard (row group by row group, nothing kept): the check
+    for damage a footer check misses, such as corrupt data pages.
+
+    Raises:
+        CorruptShardError: naming the file and the row group that does not decode.
+    """
+    location = uris.parse_uri(uri).uri
+    filesystem, path = uris.get_filesystem(uri, storage_options)
+    group = None
+    try:
+        with filesystem.open_input_file(path) as handle:
+            reader = pq.ParquetFile(handle)
+            for group in range(reader.num_row_groups):
+                reader.read_row_group(group)
+    except FileNotFoundError:
+        raise
+    except (pa.ArrowException, OSError) as exc:
+        where = "" if group is None else f", row group {group}"
+        raise CorruptShardError(f"shard {location!r}{where} is not readable Parquet "
+                                f"({_flat(exc)}); delete it and rerun the stage "
+                                "that wrote it") from exc

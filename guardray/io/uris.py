@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from guardray.errors import DataError
+from guardray.errors import DataError, storage_error
 
 logger = logging.getLogger(__name__)
 
@@ -361,10 +361,21 @@ def list_files(
 
 
 def makedirs(uri: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None) -> None:
-    """Create folder ``uri`` and its parents locally; a no-op on S3 (no folders there)."""
+    """Create folder ``uri`` and its parents locally; a no-op on S3 (no folders there).
+
+    Raises:
+        StorageError: the storage refused (read-only filesystem, full disk, no permission).
+        FileExistsError / NotADirectoryError: the path runs through a file.
+    """
     loc = parse_uri(uri)
     if not loc.is_s3:
-        os.makedirs(loc.path, exist_ok=True)
+        try:
+            os.makedirs(loc.path, exist_ok=True)
+        except OSError as exc:
+            mapped = storage_error(exc, loc.path)
+            if mapped is None:
+                raise
+            raise mapped from exc
 
 
 def delete_file(uri: PathLike, storage_options: Options = None) -> None:
@@ -385,6 +396,11 @@ def open_atomic(
 
     Local: writes a hidden temp file in the destination folder (created if needed), fsyncs it,
     then renames it over ``uri``. S3: buffers in memory and PUTs once on success.
+
+    Raises:
+        StorageError: locally, the storage refused the write (full disk or quota, read-only
+            filesystem, no permission: `guardray.errors.STORAGE_ERRNOS`); names ``uri``. The
+            temp file is removed and a file already at ``uri`` is untouched.
     """
     loc = parse_uri(uri)
     if loc.is_s3:
@@ -393,18 +409,27 @@ def open_atomic(
         _put_s3(loc, buffer.getvalue(), storage_options)
         return
     folder = os.path.dirname(loc.path)
-    os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f"{TEMP_PREFIX}{loc.name}.tmp-{uuid.uuid4().hex[:12]}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies, unlike mkstemp
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies
+    except OSError as exc:
+        mapped = storage_error(exc, loc.path)
+        if mapped is None:
+            raise
+        raise mapped from exc
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, loc.path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        mapped = storage_error(exc, loc.path)
+        if mapped is not None:
+            raise mapped from exc
         raise
     _fsync_dir(folder)
     logger.debug("wrote %s atomically", loc.uri)

@@ -7,6 +7,9 @@
   keeping all other columns; the same behaviour on every backend.
 - `HFChatGenerator` (`guardray.llm.hf`): a local chat model with per-row seeded sampling,
   used by the ``transformers`` backend and the OpenAI-compatible server.
+- `guardray.llm.fit` / `guardray.llm.context`: prompts fitted to the model's context (the
+  marked user text is cut, with a marker; template and policy stay whole) and batches split
+  into model calls under a token budget.
 
 Importing this package imports pydantic only: Ray, torch and vLLM load when used.
 """

@@ -174,6 +174,18 @@ class LLMConfig(StrictModel):
         batch_size: rows per model call (transformers, vllm) or per HTTP worker batch.
         concurrency: model actors (transformers), engine replicas (vllm) or HTTP workers.
         sampling: decoding settings.
+        max_context_tokens: most tokens of prompt + completion (None: the model's context,
+            ``max_position_embeddings`` or ``vllm.max_model_len``). A longer prompt has its
+            user text cut to fit, with a marker (`guardray.llm.fit`); the template and the
+            policy stay whole. Used by the backends that load the tokenizer (transformers,
+            vllm); a smaller value also bounds the memory of one prompt.
+        max_prompt_chars: most characters of a prompt (all message contents), fitted the
+            same way; the budget for ``openai_http``, whose tokenizer guardray cannot know
+            (None: no limit: the endpoint refuses over-long prompts, as a row error).
+        max_batch_tokens: ``transformers``: most padded tokens in one model call (rows x
+            (longest prompt + max_tokens)); a batch is sorted by prompt length and split
+            into calls under it, so one batch of long prompts cannot exhaust memory (None:
+            the whole batch in one call).
         http, vllm, transformers: backend-specific settings (ignored by other backends).
     """
 
@@ -182,6 +194,9 @@ class LLMConfig(StrictModel):
     batch_size: int = Field(default=8, ge=1, le=4096)
     concurrency: int = Field(default=1, ge=1, le=1024)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    max_context_tokens: int | None = Field(default=None, ge=16)
+    max_prompt_chars: int | None = Field(default=None, ge=16)
+    max_batch_tokens: int | None = Field(default=16384, ge=16)
     http: HttpConfig = Field(default_factory=HttpConfig)
     vllm: VLLMConfig = Field(default_factory=VLLMConfig)
     transformers: TransformersConfig = Field(default_factory=TransformersConfig)

@@ -24,7 +24,7 @@ from guardray.llm.messages import MessagesError, row_request
 
 log = logging.getLogger(__name__)
 
-KEYS, SKIP, BAD = "__gr_keys", "__gr_skip", "__gr_bad"
+KEYS, SKIP, BAD, CUT = "__gr_keys", "__gr_skip", "__gr_bad", "__gr_cut"
 PLACEHOLDER = [{"role": "user", "content": "."}]  # a skipped row's 1-token request
 INFERENCE_ERROR = "__inference_error__"  # ray.data.llm's per-row error column
 
@@ -32,8 +32,11 @@ INFERENCE_ERROR = "__inference_error__"  # ray.data.llm's per-row error column
 # --------------------------------------------------------------------------- shared
 
 
-def _prepare(row: dict[str, Any], cfg: LLMConfig, columns: dict[str, Any]):
-    """(messages, seed, skip, error) of one row; malformed messages become a skip + error."""
+def _prepare(row: dict[str, Any], cfg: LLMConfig, columns: dict[str, Any], fitter=None):
+    """(messages, seed, skip, error, cut) of one row, its prompt fitted by ``fitter`` (a
+    `guardray.llm.context.PromptFitter`); malformed messages and a prompt that cannot fit
+    become a skip + error."""
+    no_seed = 0 if cfg.sampling.seed is not None or columns["seed_column"] else None
     try:
         messages, seed = row_request(row, cfg, columns["messages_column"],
                                      columns["seed_column"])
@@ -41,19 +44,26 @@ def _prepare(row: dict[str, Any], cfg: LLMConfig, columns: dict[str, Any]):
         if columns["error_column"] is None:
             raise LLMBackendError(f"bad messages in column {columns['messages_column']!r}: "
                                   f"{exc}") from exc
-        return PLACEHOLDER, (0 if cfg.sampling.seed is not None or columns["seed_column"]
-                             else None), True, f"bad messages: {exc}"
+        return PLACEHOLDER, no_seed, True, f"bad messages: {exc}", False
     if not messages:
         # Keep the seed field's type the same on every row: Arrow turns a column of ints
         # with gaps into floats, which strict endpoints reject.
-        return PLACEHOLDER, (0 if cfg.sampling.seed is not None or columns["seed_column"]
-                             else None), True, ""
-    return messages, seed, False, ""
+        return PLACEHOLDER, no_seed, True, "", False
+    if fitter is None:
+        return messages, seed, False, "", False
+    span = row.get(columns["cut_text_column"]) if columns.get("cut_text_column") else None
+    fitted = fitter.fit(messages, span if isinstance(span, str) else None)
+    if fitted.error:
+        error = f"does not fit the model's context: {fitted.error}"
+        if columns["error_column"] is None:
+            raise LLMBackendError(error)
+        return PLACEHOLDER, no_seed, True, error, False
+    return fitted.messages, seed, False, "", fitted.cut
 
 
 def _finish(row: dict[str, Any], columns: dict[str, Any], text: str, tokens: int,
-            error: str) -> dict[str, Any]:
-    """The output row: the input columns plus output / tokens / error columns."""
+            error: str, cut: bool = False) -> dict[str, Any]:
+    """The output row: the input columns plus output / tokens / error / cut columns."""
     if error and columns["error_column"] is None:
         raise LLMBackendError(error)
     out = {k: row[k] for k in row[KEYS]}
@@ -62,11 +72,14 @@ def _finish(row: dict[str, Any], columns: dict[str, Any], text: str, tokens: int
         out[columns["tokens_column"]] = int(tokens)
     if columns["error_column"]:
         out[columns["error_column"]] = error
+    if columns.get("cut_column"):
+        out[columns["cut_column"]] = bool(cut)
     return out
 
 
 def _input_keys(row: dict[str, Any], columns: dict[str, Any]) -> list[str]:
-    own = {columns["output_column"], columns["tokens_column"], columns["error_column"]}
+    own = {columns["output_column"], columns["tokens_column"], columns["error_column"],
+           columns.get("cut_column")}
     return [k for k in row if k not in own]
 
 
@@ -161,18 +174,22 @@ def build_http_processor(cfg: LLMConfig, columns: dict[str, Any]):
     """The ``ray.data.llm`` HTTP processor with guardray's pre/postprocess."""
     from ray.data.llm import build_processor
 
+    from guardray.llm.context import PromptFitter
+
     config = http_processor_config(cfg)
+    fitter = PromptFitter(cfg)  # the endpoint's tokenizer is unknown: llm.max_prompt_chars
 
     def preprocess(row: dict[str, Any]) -> dict[str, Any]:
-        messages, seed, skip, error = _prepare(row, cfg, columns)
+        messages, seed, skip, error, cut = _prepare(row, cfg, columns, fitter)
         return {"payload": http_payload(messages, seed, cfg, skip), KEYS: _input_keys(row, columns),
-                SKIP: skip, BAD: error}
+                SKIP: skip, BAD: error, CUT: cut}
 
     def postprocess(row: dict[str, Any]) -> dict[str, Any]:
         if row[SKIP]:
             return _finish(row, columns, "", 0, row[BAD])
         text, tokens, error = parse_chat_response(_plain(row.get("http_response")))
-        return _finish(row, columns, text, tokens, error and f"{cfg.http.url}: {error}")
+        return _finish(row, columns, text, tokens, error and f"{cfg.http.url}: {error}",
+                       bool(row[CUT]))
 
     return build_processor(config, preprocess=preprocess, postprocess=postprocess)
 
@@ -284,22 +301,48 @@ def build_vllm_processor(cfg: LLMConfig, columns: dict[str, Any], model_path=Non
     capture = columns["error_column"] is not None
     config = vllm_processor_config(cfg, capture_errors=capture, model_path=model_path)
 
+    source, cfg_json = str(config.model_source), cfg.model_dump_json()
+
     def preprocess(row: dict[str, Any]) -> dict[str, Any]:
-        messages, seed, skip, error = _prepare(row, cfg, columns)
+        fitter = _vllm_fitters(cfg_json, source, cfg.vllm.max_model_len)
+        messages, seed, skip, error, cut = _prepare(row, cfg, columns, fitter)
         return {"messages": messages, "sampling_params": vllm_sampling_params(seed, cfg, skip),
-                KEYS: _input_keys(row, columns), SKIP: skip, BAD: error}
+                KEYS: _input_keys(row, columns), SKIP: skip, BAD: error, CUT: cut}
 
     def postprocess(row: dict[str, Any]) -> dict[str, Any]:
         text = "" if row[SKIP] else str(row.get("generated_text") or "")
         tokens = 0 if row[SKIP] else int(row.get("num_generated_tokens") or 0)
-        return _finish(row, columns, text, tokens, row[BAD])
+        return _finish(row, columns, text, tokens, row[BAD], bool(row[CUT]))
 
     def finalize(row: dict[str, Any]) -> dict[str, Any]:
         # Rows the engine failed on bypass postprocess and come back whole (ray.data.llm).
         error = row.pop(INFERENCE_ERROR, "") or ""
         if error and KEYS in row:
-            return _finish(row, columns, "", 0, f"vLLM: {error}")
+            return _finish(row, columns, "", 0, f"vLLM: {error}", bool(row.get(CUT)))
         return row
 
     processor = build_processor(config, preprocess=preprocess, postprocess=postprocess)
     return processor, (finalize if capture else None)
+
+
+@functools.lru_cache(maxsize=4)
+def _vllm_fitters(cfg_json: str, source: str, context: int | None):
+    from transformers import AutoTokenizer
+
+    from guardray.llm.context import PromptFitter, model_context
+
+    cfg = LLMConfig.model_validate_json(cfg_json)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            source, trust_remote_code=bool(cfg.vllm.engine_kwargs.get("trust_remote_code")))
+    except (OSError, ValueError) as exc:
+        log.warning("vllm: no tokenizer for %s (%s); prompts are fitted by "
+                    "llm.max_prompt_chars only", source, exc)
+        return PromptFitter(cfg)
+    return PromptFitter(cfg, tokenizer, context or model_context(source))
+
+
+def vllm_fitter(cfg: LLMConfig, source: str, context: int | None):
+    """The `guardray.llm.context.PromptFitter` of a vLLM model (its Hugging Face tokenizer,
+    its ``max_model_len`` or config context), loaded once per worker process."""
+    return _vllm_fitters(cfg.model_dump_json(), source, context)

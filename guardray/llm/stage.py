@@ -18,6 +18,17 @@ Contract (the same for the ``transformers``, ``openai_http`` and ``vllm`` backen
   messages, a vLLM failure) fails the dataset with `LLMBackendError`; with it, the row gets
   ``""`` and the error text in ``error_column``. HTTP requests that still fail after
   ``cfg.http.max_retries`` retries fail the dataset either way (Ray Data's HTTP stage raises).
+- Context (`guardray.llm.fit`, `guardray.llm.context`): with ``cut_text_column``, a row
+  whose prompt is over the backend's budget (``llm.max_context_tokens`` or the model's
+  context, minus ``max_tokens``; ``llm.max_prompt_chars``) has that column's text, found
+  verbatim in its messages, cut to the longest prefix that fits, followed by
+  `guardray.llm.fit.MARKER`; the rest of the prompt (template, policy) stays whole.
+  ``cut_column`` (bool) says which rows were cut. A prompt that cannot fit (no such text,
+  or the template alone is over) is never sent: it is a row error as above.
+- Memory (``transformers``): a batch is sorted by prompt length and split into model calls
+  of at most ``llm.max_batch_tokens`` padded tokens; when a call fails, the rows of the
+  calls already done keep their completions (the failed rows get the error, with
+  ``error_column``).
 - Reserved column names: ``payload``, ``http_response``, ``sampling_params``,
   ``generated_text``, ``num_generated_tokens`` and ``messages`` (vllm, unless they are the
   messages/output column), ``__data``, ``__inference_error__`` and names starting with ``__gr``.
@@ -47,6 +58,8 @@ def generate_dataset(
     seed_column: str | None = None,
     tokens_column: str | None = None,
     error_column: str | None = None,
+    cut_text_column: str | None = None,
+    cut_column: str | None = None,
 ):
     """Add an LLM completion of each row's chat messages (see the module docstring).
 
@@ -58,6 +71,9 @@ def generate_dataset(
         seed_column: optional int column of per-row seeds.
         tokens_column: optional new column with the number of completion tokens.
         error_column: optional new column with per-row backend errors (captures them).
+        cut_text_column: optional column with the user text inside each row's messages that
+            may be cut to fit the context (see the module docstring).
+        cut_column: optional new bool column: the row's text was cut to fit.
 
     Returns:
         The lazy output ``ray.data.Dataset``.
@@ -67,15 +83,17 @@ def generate_dataset(
             without GPUs, a missing API key variable); a `guardray.config.ConfigError`.
         LLMBackendError: (when the dataset runs) a row failed and no ``error_column``.
     """
-    names = [messages_column, output_column, seed_column, tokens_column, error_column]
-    new = [n for n in names[1:] if n is not None and n != seed_column]
-    if len(set(new)) != len(new) or messages_column in new:
+    new = [n for n in (output_column, tokens_column, error_column, cut_column) if n is not None]
+    inputs = {messages_column, seed_column, cut_text_column} - {None}
+    if len(set(new)) != len(new) or inputs & set(new):
         raise ValueError(f"column names must differ: messages={messages_column!r}, "
                          f"output={output_column!r}, tokens={tokens_column!r}, "
-                         f"error={error_column!r}")
+                         f"error={error_column!r}, cut={cut_column!r}, "
+                         f"cut_text={cut_text_column!r}")
     columns = dict(messages_column=messages_column, output_column=output_column,
                    seed_column=seed_column, tokens_column=tokens_column,
-                   error_column=error_column)
+                   error_column=error_column, cut_text_column=cut_text_column,
+                   cut_column=cut_column)
     log.info("generate_dataset: backend=%s model=%s batch_size=%d concurrency=%d",
              cfg.backend, cfg.model, cfg.batch_size, cfg.concurrency)
     if cfg.backend == "transformers":
@@ -112,11 +130,16 @@ def _transformers_dataset(ds, cfg: LLMConfig, columns: dict[str, Any]):
 class TransformersUDF:
     """Ray Data class UDF: one `guardray.llm.hf.HFChatGenerator` per actor, batched calls.
 
-    Constructed by Ray in each actor from a JSON-able config (so it pickles small).
+    Constructed by Ray in each actor from a JSON-able config (so it pickles small). Each
+    batch: rows are fitted to the context (`guardray.llm.context.PromptFitter`), sorted by
+    prompt length and generated in calls of at most ``max_batch_tokens`` padded tokens
+    (`guardray.llm.fit.plan_batches`).
     """
 
     def __init__(self, cfg: dict[str, Any], messages_column: str, output_column: str,
-                 seed_column: str | None, tokens_column: str | None, error_column: str | None):
+                 seed_column: str | None, tokens_column: str | None, error_column: str | None,
+                 cut_text_column: str | None = None, cut_column: str | None = None):
+        from guardray.llm.context import PromptFitter
         from guardray.llm.hf import HFChatGenerator
 
         self.cfg = LLMConfig.model_validate(cfg)
@@ -126,46 +149,79 @@ class TransformersUDF:
             self.cfg.model, device=t.device, dtype=t.dtype, num_threads=threads,
             trust_remote_code=t.trust_remote_code,
         )
+        self.fitter = PromptFitter(self.cfg, self.generator.tokenizer,
+                                   self.generator.context_length)
         self.messages_column, self.output_column = messages_column, output_column
         self.seed_column, self.tokens_column = seed_column, tokens_column
         self.error_column = error_column
+        self.cut_text_column, self.cut_column = cut_text_column, cut_column
 
     def __call__(self, batch):
         import pyarrow as pa
 
         from guardray.llm.hf import RowSampling
 
-        rows = batch.select(
-            [c for c in (self.messages_column, self.seed_column) if c is not None]
-        ).to_pylist()
+        wanted = (self.messages_column, self.seed_column, self.cut_text_column)
+        rows = batch.select([c for c in dict.fromkeys(wanted) if c is not None]).to_pylist()
         n = len(rows)
-        texts, tokens, errors = [""] * n, [0] * n, [""] * n
-        todo, convs, settings = [], [], []
+        texts, tokens, errors, cut = [""] * n, [0] * n, [""] * n, [False] * n
+        todo, convs, settings, sizes = [], [], [], []
         s = self.cfg.sampling
         for i, row in enumerate(rows):
             try:
                 messages, seed = row_request(row, self.cfg, self.messages_column,
                                              self.seed_column)
             except (MessagesError, TypeError, ValueError) as exc:
-                if self.error_column is None:
-                    raise LLMBackendError(f"row {i} of a batch: {exc}") from exc
-                errors[i] = f"bad messages: {exc}"
+                self._fail(errors, [i], f"bad messages: {exc}")
                 continue
             if not messages:
                 continue  # a skip: no model call
+            span = row.get(self.cut_text_column) if self.cut_text_column else None
+            fitted = self.fitter.fit(messages, span if isinstance(span, str) else None)
+            if fitted.error:
+                self._fail(errors, [i], f"does not fit the model's context: {fitted.error}")
+                continue
+            cut[i] = fitted.cut
             todo.append(i)
-            convs.append(messages)
+            convs.append(fitted.messages)
+            sizes.append(fitted.size)
             settings.append(RowSampling(max_tokens=s.max_tokens, temperature=s.temperature,
                                         top_p=s.top_p, seed=seed, stop=tuple(s.stop)))
-        for i, gen in zip(todo, self.generator.generate(convs, settings)):
-            texts[i], tokens[i] = gen.text, gen.completion_tokens
-        out = _drop(batch, [self.output_column, self.tokens_column, self.error_column])
+        self._generate(todo, convs, settings, sizes, texts, tokens, errors)
+        out = _drop(batch, [self.output_column, self.tokens_column, self.error_column,
+                            self.cut_column])
         out = out.append_column(self.output_column, pa.array(texts, pa.string()))
         if self.tokens_column:
             out = out.append_column(self.tokens_column, pa.array(tokens, pa.int64()))
         if self.error_column:
             out = out.append_column(self.error_column, pa.array(errors, pa.string()))
+        if self.cut_column:
+            out = out.append_column(self.cut_column, pa.array(cut, pa.bool_()))
         return out
+
+    def _fail(self, errors: list[str], rows: list[int], text: str) -> None:
+        """Record ``text`` as the error of ``rows`` (batch positions), or raise it."""
+        if self.error_column is None:
+            raise LLMBackendError(f"row {rows[0]} of a batch: {text}")
+        for i in rows:
+            errors[i] = text
+
+    def _generate(self, todo, convs, settings, sizes, texts, tokens, errors) -> None:
+        """Generate the fitted rows in calls under ``max_batch_tokens``, shortest first."""
+        from guardray.llm.fit import plan_batches
+
+        for call in plan_batches(sizes, self.cfg.sampling.max_tokens,
+                                 self.cfg.max_batch_tokens):
+            try:
+                gens = self.generator.generate([convs[j] for j in call],
+                                               [settings[j] for j in call])
+            except (RuntimeError, MemoryError) as exc:  # e.g. "can't allocate memory"
+                # The calls already done keep their rows; these rows get the error.
+                log.warning("a model call of %d row(s) failed: %s", len(call), exc)
+                self._fail(errors, [todo[j] for j in call], f"model call failed: {exc}")
+                continue
+            for j, gen in zip(call, gens):
+                texts[todo[j]], tokens[todo[j]] = gen.text, gen.completion_tokens
 
 
 def _drop(table, names: list[str | None]):

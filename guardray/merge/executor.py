@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from guardray.io.folders import atomic_folder, check_output_dir
+from guardray.io.folders import atomic_folder, check_output_dir, check_output_location
 from guardray.merge.checkpoint import Checkpoint, CheckpointError
 from guardray.merge.config import DTYPES, MergeConfig, parse_size, validate_merge_config
 from guardray.merge.engine import (
@@ -150,11 +150,14 @@ def run_merge(
     Raises:
         ConfigError: invalid config. CheckpointError: unreadable inputs. MergeError: inputs that
         do not fit together, NaN/Inf values. FileExistsError: ``output_dir`` is not empty.
+        NotADirectoryError / StorageError: ``output_dir`` runs through a file, or its storage
+        refuses the write (read-only, full disk; also while writing: nothing is left then).
     """
     validate_merge_config(cfg)
     start = time.perf_counter()
     out = Path(output_dir).absolute()
     check_output_dir(out, overwrite=overwrite)
+    check_output_location(out, "output_dir")  # a file on the path, read-only, full: fail now
     base_ref, entries = cfg.inputs()
     _refuse_overlap(out, ([base_ref] if base_ref else []) + [e.model for e in entries])
     job, opened = build_job(cfg, device)

@@ -2,8 +2,12 @@
 config / tokenizer files copied from an input model.
 
 Since every output tensor's name, dtype and shape are known before merging starts, each shard's
-header is written up front and each tensor is written at its offset as soon as it is merged:
-no shard is ever held in memory.
+layout is planned up front and each tensor is written at its offset as soon as it is merged:
+no shard is ever held in memory. The header itself is written last, when every tensor is on
+disk (`ShardedWriter.close`): until then the first 8 bytes (the header length) are zero, so a
+merge killed half-way leaves files that no safetensors reader loads, never a model whose
+unwritten tensors read as zeros. The output folder is written through
+`guardray.io.folders.atomic_folder`, whose next run removes what a killed run left.
 """
 
 from __future__ import annotations
@@ -95,6 +99,7 @@ class ShardedWriter:
         meta = {"format": "pt", **(metadata or {})}
         self._where: dict[str, tuple[Path, int, OutputTensor]] = {}
         self._files: list[Path] = []
+        self._headers: dict[Path, bytes] = {}  # written by close(), once the data is on disk
         self._pending = set()
         for i, shard in enumerate(shards):
             name = (
@@ -116,9 +121,8 @@ class ShardedWriter:
             raw = json.dumps(header, separators=(",", ":")).encode()
             raw += b" " * (-len(raw) % 8)
             data_start = 8 + len(raw)
-            with open(path, "wb") as f:
-                f.write(struct.pack("<Q", len(raw)))
-                f.write(raw)
+            self._headers[path] = struct.pack("<Q", len(raw)) + raw
+            with open(path, "wb") as f:  # zeros where the header goes: not loadable yet
                 f.truncate(data_start + offset)
             for t in shard:
                 begin = header[t.name]["data_offsets"][0]
@@ -153,7 +157,9 @@ class ShardedWriter:
         self._pending.discard(name)
 
     def close(self) -> None:
-        """Flush and fsync every shard; raise if some planned tensor was never written."""
+        """Flush and fsync every shard's data, then write and fsync its header (only now is
+        the file loadable); raise, leaving every header unwritten, if some planned tensor was
+        never written."""
         for f in self._handles.values():
             f.flush()
             os.fsync(f.fileno())
@@ -164,6 +170,11 @@ class ShardedWriter:
             raise RuntimeError(
                 f"{len(missing)} planned tensor(s) never written, e.g. {missing[:3]}"
             )
+        for path in self._files:
+            with open(path, "r+b") as f:
+                f.write(self._headers[path])
+                f.flush()
+                os.fsync(f.fileno())
 
     def abort(self) -> None:
         for f in self._handles.values():

@@ -30,7 +30,7 @@ class ParamSpec:
         kind: ``"float"``, ``"bool"`` or ``"choice"``.
         default: value when unset (``REQUIRED`` if it must be given).
         per_model: may be set per input model (else only at the top level).
-        low / high: inclusive float range; ``high_open`` makes ``high`` exclusive.
+        low / high: inclusive float range; ``low_open`` / ``high_open`` make an end exclusive.
         choices: valid values of a ``"choice"`` parameter.
         help: one line for error messages and docs.
     """
@@ -41,6 +41,7 @@ class ParamSpec:
     per_model: bool = False
     low: float | None = None
     high: float | None = None
+    low_open: bool = False
     high_open: bool = False
     choices: tuple = ()
     help: str = ""
@@ -61,8 +62,9 @@ class ParamSpec:
         value = float(value)
         if value != value or value in (float("inf"), float("-inf")):
             raise ValueError(f"{self.name} must be finite, got {value}")
-        if self.low is not None and value < self.low:
-            raise ValueError(f"{self.name} must be >= {self.low}, got {value}")
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            bound = f"> {self.low}" if self.low_open else f">= {self.low}"
+            raise ValueError(f"{self.name} must be {bound}, got {value}")
         if self.high is not None and (value >= self.high if self.high_open else value > self.high):
             bound = f"< {self.high}" if self.high_open else f"<= {self.high}"
             raise ValueError(f"{self.name} must be {bound}, got {value}")
@@ -101,11 +103,15 @@ class MethodSpec:
 
 
 _WEIGHT = ParamSpec("weight", default=1.0, per_model=True, help="mixing weight of the model")
+# density 0 keeps no entry of a task vector: the model silently drops out of the merge (TIES),
+# or DARE divides by 1 - p = 0. Both are refused when the config is read, gradients and
+# filtered values included.
 _DENSITY = ParamSpec(
     "density",
     default=1.0,
     per_model=True,
     low=0.0,
+    low_open=True,
     high=1.0,
     help="TIES: fraction of task-vector entries kept (top-k% by magnitude, k = 100*density)",
 )
@@ -114,6 +120,7 @@ _DARE_DENSITY = ParamSpec(
     default=None,
     per_model=True,
     low=0.0,
+    low_open=True,
     high=1.0,
     help="DARE: keep probability 1 - p (MergeKit's name); give density or drop_rate",
 )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from guardray.errors import ConfigError
 
 # Families whose position ids start after the padding index (RoBERTa's scheme): the usable
@@ -41,18 +39,23 @@ def usable_positions(config) -> int | None:
 
 def check_max_length(model: str, requested: int, *, field: str = "model.max_length",
                      trust_remote_code: bool = False) -> None:
-    """Fail before any work when ``requested`` tokens exceed what the model at ``model`` accepts.
+    """Fail before any work when the model at ``model`` cannot be loaded, or ``requested``
+    tokens exceed what it accepts.
 
-    Only a local folder is checked (a hub id is resolved later, on the workers).
+    The model is checked by `guardray.modeling.check.check_model` (a folder with config,
+    safetensors weights and a tokenizer, or a hub id whose config and tokenizer load; no
+    remote code unless ``trust_remote_code``), named by the ``base`` field of ``field``'s
+    section (``model.base`` for ``model.max_length``).
 
     Raises:
+        ModelError: the model cannot be used (`guardray.modeling.check.check_model`).
         ConfigError: naming ``field``, both numbers and the fix.
     """
-    if not os.path.isfile(os.path.join(model, "config.json")):
-        return
-    from transformers import AutoConfig
+    from guardray.modeling.check import check_model
 
-    config = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
+    section = field.rsplit(".", 1)[0] + "." if "." in field else ""
+    config = check_model(model, trust_remote_code=trust_remote_code, field=f"{section}base",
+                         trust_field=f"{section}trust_remote_code")
     usable = usable_positions(config)
     if usable is not None and requested > usable:
         raise ConfigError(f"{field}: {requested} tokens, but the model at {model} accepts at "

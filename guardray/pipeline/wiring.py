@@ -186,7 +186,7 @@ def evaluate_config(cfg: PipelineConfig, data_dir: str, policy_id: str | None, m
     return _load(EvaluateConfig, cfg.stages.evaluate, "evaluate", [
         _set("model", model_dir), _set("judge", None), _set("policy", policy_id),
         _set("policies", cfg.policies), _set("data", [data, *extra]),
-        _set("validation_data", validation),
+        _set("validation_data", validation), _set("overwrite", True),
         _set("output_dir", out(cfg, "evaluate", name)), *_common(cfg)])
 
 
@@ -198,4 +198,5 @@ def judge_config(cfg: PipelineConfig, policy_id: str, data: dict[str, Any]):
     section = StageSection(config=cfg.evaluation.judge)
     return _load(EvaluateConfig, section, "evaluate (judge)", [
         _set("policy", policy_id), _set("policies", cfg.policies), _set("data", [data]),
-        _set("output_dir", out(cfg, "evaluate", "judge", policy_id)), *_common(cfg)])
+        _set("overwrite", True), _set("output_dir", out(cfg, "evaluate", "judge", policy_id)),
+        *_common(cfg)])

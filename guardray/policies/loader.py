@@ -13,13 +13,23 @@ from guardray.policies.schema import Policy
 # The policies shipped with guardray (the paper's CustomGuardBenchmark four).
 BUILTIN_DIR = Path(__file__).resolve().parent.parent.parent / "configs" / "policies"
 
+# A policy file within the schema's limits (`guardray.policies.schema`: 64 items of 500
+# characters per list, 100 examples of 2,000...) stays well under this; a larger file is
+# refused before it is read and parsed.
+MAX_FILE_BYTES = 1024 * 1024
+
 
 def load_policy(path: str | Path) -> Policy:
     """Load one policy file.
 
     Raises:
-        ConfigError: ``"<file>: <field>: <problem>"`` lines for every problem found.
+        ConfigError: ``"<file>: <field>: <problem>"`` lines for every problem found; a file
+            over `MAX_FILE_BYTES`, not UTF-8 text or not YAML (`guardray.config.load_yaml`).
     """
+    path = Path(path)
+    if path.is_file() and path.stat().st_size > MAX_FILE_BYTES:
+        raise ConfigError(f"{path}: {path.stat().st_size} bytes; a policy file may hold at most "
+                          f"{MAX_FILE_BYTES} (is it a policy?)")
     data = load_yaml(path)
     try:
         return Policy.model_validate(data)

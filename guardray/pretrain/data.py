@@ -9,11 +9,18 @@ whatever the number of rows:
 2. `tokenize_dataset`: an actor pool holding the (fast) tokenizer turns each row into
    ``query_ids`` (``tokenizer(format_gip_input(desc, text))``, specials included),
    ``rationale_ids`` (no specials), ``label`` and ``row_key`` (stable hash of the id).
-3. The trainer splits the Dataset across ranks (``ray.train.DataConfig``'s
-   ``streaming_split(equal=True)``); every rank runs exactly `steps_per_epoch` steps, which
-   `iter_gip_batches` enforces (it stops there, and raises if its shard runs out first):
-   DeepSpeed hangs if ranks disagree on the number of steps.
-4. `collate_batch` (`guardray.pretrain.collate`): rationale dropout, truncation, dynamic
+3. `split_for_ranks`: the row order is a function of the seed and the rows only, never of
+   Ray's scheduling (which decides the order of an actor pool's outputs, and which rank a
+   ``streaming_split`` hands each block to): every row gets a key, a hash of (seed, row key,
+   its tokens and label), the rows are sorted by it (an explicit shuffle by key), the result
+   is materialised once (every epoch then reads the object store instead of re-reading and
+   re-tokenising the shards) and cut into ``world_size`` equal parts by position: rank r
+   always trains on part r (`rank_dataset_name`). Two runs with the same data and seed see
+   the same rows in the same order, so a resumed run continues exactly where it stopped.
+4. `iter_gip_batches`: every rank runs exactly `steps_per_epoch` steps (it stops there, and
+   raises if its part runs out first: DeepSpeed hangs if ranks disagree on the number of
+   steps), shuffling windows of rows with a generator seeded by ``(seed, epoch, window)``.
+5. `collate_batch` (`guardray.pretrain.collate`): rationale dropout, truncation, dynamic
    padding, MLM masking; each row's draws depend on ``(seed, epoch, row_key)`` only.
 
 Ray is imported inside functions only.
@@ -48,7 +55,8 @@ from guardray.pretrain.collate import (
 __all__ = [
     "BATCH_KEYS", "IGNORE_INDEX", "GIPDataError", "GIPDataParams", "GIPTokenizer",
     "TokenizerInfo", "check_policy_ids", "collate_batch", "count_rows", "iter_gip_batches",
-    "mask_fraction", "read_gip_dataset", "row_key", "steps_per_epoch", "tokenize_dataset",
+    "mask_fraction", "rank_dataset_name", "read_gip_dataset", "row_key", "split_for_ranks",
+    "steps_per_epoch", "tokenize_dataset",
 ]
 
 log = logging.getLogger(__name__)
@@ -199,6 +207,71 @@ def tokenize_dataset(ds, tokenizer_path: str, descriptions: Mapping[str, str],
     )
 
 
+ORDER_KEY = "_order"
+
+
+def rank_dataset_name(rank: int) -> str:
+    """The name under which the trainer hands rank ``rank`` its part (`split_for_ranks`)."""
+    return f"train_rank{rank}"
+
+
+def order_keys(table, seed: int) -> np.ndarray:
+    """[N] uint64 sort keys of tokenised rows: BLAKE2b of (seed, row key, query and rationale
+    ids, label). Rows with equal keys are equal, so their relative order cannot matter."""
+    keys = table.column(ROW_KEY).to_numpy()
+    labels = table.column(LABEL).to_numpy()
+    queries = table.column(QUERY_IDS).to_pylist()
+    rationales = table.column(RATIONALE_IDS).to_pylist()
+    out = np.empty(table.num_rows, dtype=np.uint64)
+    prefix = int(seed).to_bytes(8, "little", signed=True)
+    for i in range(table.num_rows):
+        h = hashlib.blake2b(prefix, digest_size=8)
+        h.update(int(keys[i]).to_bytes(8, "little"))
+        h.update(np.asarray(queries[i], dtype="<i4").tobytes())
+        h.update(b"\x1f")
+        h.update(np.asarray(rationales[i], dtype="<i4").tobytes())
+        h.update(int(labels[i]).to_bytes(8, "little", signed=True))
+        out[i] = int.from_bytes(h.digest(), "little")
+    return out
+
+
+def _add_order_key(table, seed: int):
+    import pyarrow as pa
+
+    return table.append_column(ORDER_KEY, pa.array(order_keys(table, seed), type=pa.uint64()))
+
+
+ROWS_PER_SORT_PART = 50_000
+
+
+def split_for_ranks(ds, *, seed: int, world_size: int, rows: int | None = None) -> list:
+    """Order the tokenised rows by a seeded key and cut them into equal parts, one per rank.
+
+    Args:
+        ds: output of `tokenize_dataset`.
+        seed: the run's seed (the order changes with it, and with nothing else).
+        world_size: number of ranks.
+        rows: about how many rows ``ds`` has (sets the sort's range partitions, one per
+            `ROWS_PER_SORT_PART` rows); None: one partition per rank.
+
+    Returns:
+        ``world_size`` materialised Datasets of ``floor(rows / world_size)`` rows each (the
+        last ``rows % world_size`` rows of the order are left out, as ``equal`` splits do).
+
+    Runs the Dataset (read, tokenise, sort) once. The keys are uniform 64-bit hashes, so the
+    sort's range boundaries are fixed, evenly spaced values: no sampling pass, and not Ray's
+    default of 200 partitions (200 reduce tasks for a few hundred rows on a laptop).
+    """
+    parts = max(world_size, -(-(rows or 0) // ROWS_PER_SORT_PART))
+    boundaries = [(2**64 * k) // parts for k in range(1, parts)]
+    ordered = (ds.map_batches(_add_order_key, batch_format="pyarrow", fn_kwargs={"seed": seed})
+               .sort(ORDER_KEY, boundaries=boundaries or None).drop_columns([ORDER_KEY]))
+    # the sorted blocks in key order: without this, Ray emits its reduce tasks' blocks in the
+    # order they finish, and the split below would cut another order each run
+    ordered.context.execution_options.preserve_order = True
+    return ordered.materialize().split(world_size, equal=True)
+
+
 def check_policy_ids(ds, descriptions: Mapping[str, str]) -> list[str]:
     """Fail fast, in the driver, on policy ids without a description (runs the Dataset).
 
@@ -252,21 +325,56 @@ def steps_per_epoch(num_rows: int, world_size: int, batch_size: int) -> int:
     return steps
 
 
+def _row_batches(shard, batch_size: int, window: int | None, seed: int, epoch: int,
+                 prefetch_batches: int) -> Iterator[dict[str, Any]]:
+    """Full ``batch_size``-row numpy batches of ``shard`` in a deterministic order: as stored,
+    or shuffled ``window`` rows at a time with a generator seeded by (seed, epoch, window
+    index). Ray's rebatching makes every window the same rows whatever the block sizes, so
+    the order does not depend on how Ray cut the data into blocks (Ray's own local shuffle
+    buffer does)."""
+    if not window:
+        yield from shard.iter_batches(batch_size=batch_size, batch_format="numpy",
+                                      drop_last=True, prefetch_batches=prefetch_batches)
+        return
+    window = max(window, batch_size)
+    pending: dict[str, np.ndarray] | None = None
+    windows = iter(shard.iter_batches(batch_size=window, batch_format="numpy", drop_last=False,
+                                      prefetch_batches=prefetch_batches))
+    try:
+        for w, chunk in enumerate(windows):
+            n = len(next(iter(chunk.values())))
+            order = np.random.default_rng([int(seed) % 2**63, epoch, w]).permutation(n)
+            chunk = {k: np.asarray(v)[order] for k, v in chunk.items()}
+            if pending is not None:
+                chunk = {k: np.concatenate([pending[k], chunk[k]]) for k in chunk}
+            total = len(next(iter(chunk.values())))
+            full = total - total % batch_size
+            for start in range(0, full, batch_size):
+                yield {k: v[start:start + batch_size] for k, v in chunk.items()}
+            pending = {k: v[full:] for k, v in chunk.items()} if full < total else None
+    finally:
+        _close(windows)  # stop Ray's executor now, not when this generator is freed
+
+
 def iter_gip_batches(shard, info: TokenizerInfo, params: GIPDataParams, *, epoch: int,
                      steps: int, skip: int = 0, local_shuffle_buffer_size: int | None = None,
                      prefetch_batches: int = 1) -> Iterator[dict[str, Any]]:
-    """Exactly ``steps - skip`` collated batches of one epoch from a rank's shard.
+    """Exactly ``steps - skip`` collated batches of one epoch from a rank's part.
+
+    The batches are a function of the part's rows, the seed and the epoch only (see
+    `_row_batches`), so a resumed epoch yields the batches an uninterrupted one yields.
 
     Args:
-        shard: ``ray.train.get_dataset_shard("train")`` (a ``DataIterator``) or a Dataset.
+        shard: ``ray.train.get_dataset_shard(rank_dataset_name(rank))`` (a ``DataIterator``)
+            or a Dataset.
         info: `TokenizerInfo` of the tokenizer used by `tokenize_dataset`.
         params: `GIPDataParams` (``batch_size`` rows per batch, plus the collate settings).
         epoch: the epoch (fixes rationale dropout and MLM draws, with the seed and row keys).
         steps: batches of a full epoch (`steps_per_epoch`); the iterator stops there even if
             the shard has more.
         skip: batches already done this epoch (resume): read but not collated nor yielded.
-        local_shuffle_buffer_size: rows of Ray's local shuffle buffer (None: no shuffle);
-            seeded from ``(seed, epoch)``.
+        local_shuffle_buffer_size: rows shuffled together, with a generator seeded by
+            ``(seed, epoch, window)`` (None: the part's own order, the same every epoch).
         prefetch_batches: batches Ray prepares ahead.
 
     Yields:
@@ -280,12 +388,8 @@ def iter_gip_batches(shard, info: TokenizerInfo, params: GIPDataParams, *, epoch
     if steps < 1 or not 0 <= skip <= steps:
         raise GIPDataError(f"need steps >= 1 and 0 <= skip <= steps, got steps={steps} "
                            f"skip={skip}")
-    kwargs: dict[str, Any] = {}
-    if local_shuffle_buffer_size:
-        kwargs = {"local_shuffle_buffer_size": local_shuffle_buffer_size,
-                  "local_shuffle_seed": (params.seed * 1_000_003 + epoch) % 2**31}
-    batches = shard.iter_batches(batch_size=params.batch_size, batch_format="numpy",
-                                 drop_last=True, prefetch_batches=prefetch_batches, **kwargs)
+    batches = _row_batches(shard, params.batch_size, local_shuffle_buffer_size, params.seed,
+                           epoch, prefetch_batches)
     done = 0
     iterator = iter(batches)
     try:

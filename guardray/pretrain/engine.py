@@ -2,8 +2,9 @@
 
 - `prepare_deepspeed`: import DeepSpeed for a CPU or GPU worker.
 - `build_engine`: `GIPModel` + `guardray.pretrain.deepspeed_config.build_deepspeed_config`.
-- `restore`: load the latest Ray Train checkpoint (DeepSpeed's files + ``loop_state.json``),
-  never unpickling code from it (`guardray.pretrain.safe_load`).
+- `restore`: load the newest checkpoint, Ray Train's or the one the driver found complete on
+  disk (`guardray.pretrain.resume`), DeepSpeed's files + ``loop_state.json``, never
+  unpickling code from it (`guardray.pretrain.safe_load`).
 - `save_consolidated`: the full fp32 state dict (ZeRO-3 partitions gathered) as
   ``consolidated.safetensors``, which the driver exports as a Hugging Face checkpoint.
 """
@@ -17,11 +18,11 @@ from typing import Any
 
 from guardray.modeling.training import param_groups
 from guardray.pretrain.plan import LoopPlan
+from guardray.pretrain.resume import LOOP_STATE, checkpoint_step
 
 log = logging.getLogger(__name__)
 
 DS_TAG = "gip"
-LOOP_STATE = "loop_state.json"
 CONSOLIDATED = "consolidated.safetensors"
 
 
@@ -62,11 +63,24 @@ def build_engine(deepspeed, cfg, base: str, plan: LoopPlan, world: int):
     return engine, model
 
 
-def restore(engine) -> int:
-    """Load the latest Ray Train checkpoint into ``engine``; returns its global step (0: none)."""
+def restore(engine, found: dict[str, Any] | None = None) -> int:
+    """Load the newest checkpoint into ``engine``; returns its global step (0: none).
+
+    Args:
+        engine: the DeepSpeed engine.
+        found: ``{"path", "step", "filesystem"}`` of the newest complete checkpoint the
+            driver found on disk (`guardray.pretrain.resume.find_resume_checkpoint`), or None.
+            Used when Ray Train has no checkpoint, or an older one: Ray knows only those in
+            its snapshot file, which a killed run may not have written.
+    """
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
+    ray_step = checkpoint_step(checkpoint.path) if checkpoint is not None else None
+    if found is not None and (checkpoint is None or (ray_step or 0) < found["step"]):
+        log.info("resuming from %s, found complete on disk (Ray Train's record: %s)",
+                 found["path"], checkpoint.path if checkpoint is not None else "none")
+        checkpoint = ray.train.Checkpoint(found["path"], filesystem=found.get("filesystem"))
     if checkpoint is None:
         return 0
     from guardray.pretrain.safe_load import secure_checkpoint_engine

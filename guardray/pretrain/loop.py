@@ -11,12 +11,18 @@ Each Ray Train worker runs `train_loop_per_worker`:
    `guardray.pretrain.deepspeed_config`). On CPU: DeepSpeed's CPU accelerator over the gloo
    process group Ray Train created, ``torch_adam`` (no fused-Adam compile) and no shared-memory
    comm op (its C++ build takes ~45 s and it only speeds up inference all-reduce).
-2. Resumes from ``ray.train.get_checkpoint()``: DeepSpeed ``load_checkpoint`` (module,
-   optimizer, scheduler, ZeRO shards of every rank) plus the loop state (global step; the
-   epoch and the position inside it follow from it). The data randomness (rationale dropout,
-   MLM masks) depends only on (seed, epoch, row), ALICE++'s on (seed, step), dropout's
-   RNG is reseeded from (seed, rank, step): a resumed run takes the same path as an
-   uninterrupted one up to Ray Data's row order.
+2. Resumes from the newest checkpoint, ``ray.train.get_checkpoint()`` or the complete one
+   the driver found on disk (`guardray.pretrain.resume`; Ray knows only the checkpoints in
+   its snapshot file, which a killed run may not have written): DeepSpeed
+   ``load_checkpoint`` (module, optimizer, scheduler, ZeRO shards of every rank) plus the
+   loop state (global step; the epoch and the position inside it follow from it). Every
+   source of randomness is a function of the run's settings and the position only: the rows
+   of each rank and their order of (seed, epoch) (`guardray.pretrain.data.split_for_ranks`),
+   rationale dropout and MLM masks of (seed, epoch, row), ALICE++'s draws of (seed, step,
+   micro-batch), and the dropout RNG is reseeded before every micro-batch from (seed, rank,
+   step, micro-batch). So a resumed run ends with the weights of an uninterrupted one (up to
+   float rounding), and ``history.jsonl`` keeps each step once: an attempt that starts at
+   step k first drops the lines after k that a lost attempt wrote.
 3. Per micro-batch (`gip_step`): clean forward -> CE and accuracy; ALICE++ on perturbed
    hidden states (its closure calls the engine with ``perturb=``); masked input -> MLM;
    ``loss = l1*MLM + l2*ALICE++ + l3*CE``; ``engine.backward`` / ``engine.step`` (DeepSpeed
@@ -58,6 +64,7 @@ from guardray.pretrain.engine import (
     save_consolidated,
 )
 from guardray.pretrain.plan import LoopPlan
+from guardray.pretrain.resume import write_part_record
 from guardray.pretrain.step import gip_step, mix_seed
 from guardray.progress import Progress
 
@@ -93,7 +100,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(threads)
     deepspeed = prepare_deepspeed(cfg.workers.use_gpu)
     engine, model = build_engine(deepspeed, cfg, config["base"], plan, world)
-    start_step = restore(engine)
+    start_step = restore(engine, config.get("resume"))
     log_dir = config["log_dir"]
     _write_worker_record(log_dir, rank, start_step)
     state = _Run(cfg, plan, engine, model, rank, world, log_dir, start_step)
@@ -108,6 +115,31 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         state.close()
     return {"global_step": state.global_step, "start_step": start_step,
             "total_steps": plan.total_steps, "probe_logits": probe, "metrics": state.last_metrics}
+
+
+def truncate_history(path: str, start_step: int) -> int:
+    """Keep the lines of ``history.jsonl`` up to ``start_step`` (an attempt resuming there
+    will write the later steps again); returns how many lines were dropped. Rewritten
+    atomically; a line that is not JSON (a write cut short by a kill) is dropped too."""
+    from guardray.io.uris import write_text_atomic
+
+    if not os.path.isfile(path):
+        return 0
+    with open(path, encoding="utf-8") as fh:
+        lines = fh.read().splitlines()
+    kept = []
+    for line in lines:
+        try:
+            step = json.loads(line)["step"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        if step <= start_step:
+            kept.append(line)
+    if len(kept) < len(lines):
+        write_text_atomic(path, "".join(f"{line}\n" for line in kept))
+        log.info("history: dropped %d line(s) after step %d, written by an attempt that did not "
+                 "reach a checkpoint", len(lines) - len(kept), start_step)
+    return len(lines) - len(kept)
 
 
 def _write_worker_record(log_dir: str, rank: int, start_step: int) -> None:
@@ -144,10 +176,13 @@ class _Run:
         if rank == 0:
             from tensorboardX import SummaryWriter
 
-            self.writer = SummaryWriter(os.path.join(log_dir, "tensorboard"))
-            self.history = open(os.path.join(log_dir, HISTORY), "a", encoding="utf-8")
-        # Dropout RNG: a function of (seed, rank, step), so a resumed attempt is reproducible.
-        torch.manual_seed(cfg.train.seed * 1_000_003 + rank * 7919 + start_step)
+            # events of steps after start_step (a lost attempt's) are dropped by TensorBoard
+            self.writer = SummaryWriter(os.path.join(log_dir, "tensorboard"),
+                                        purge_step=start_step + 1)
+            path = os.path.join(log_dir, HISTORY)
+            truncate_history(path, start_step)
+            self.history = open(path, "a", encoding="utf-8")
+        torch.manual_seed(mix_seed(cfg.train.seed, rank, start_step))  # reseeded per micro
 
     def close(self) -> None:
         self.progress.close()
@@ -165,11 +200,11 @@ class _Run:
     def train(self, info) -> None:
         import ray.train
 
-        from guardray.pretrain.data import iter_gip_batches
+        from guardray.pretrain.data import iter_gip_batches, rank_dataset_name
 
         d = self.cfg.data
         params = self.cfg.data_params()
-        shard = ray.train.get_dataset_shard("train")
+        shard = ray.train.get_dataset_shard(rank_dataset_name(self.rank))
         self.engine.train()
         epoch, skip = self.plan.position(self.global_step)
         while self.global_step < self.plan.total_steps:
@@ -216,8 +251,12 @@ class _Run:
         # every rank: under ZeRO-3 all ranks must run identical passes (the perturbed layer
         # sets how deep ALICE++'s inner backward goes, i.e. which partitions get gathered);
         # different layers per rank desynchronise the all-gathers and crash gloo.
-        self.generator.manual_seed(mix_seed(self.cfg.train.seed, self.global_step,
-                                        len(self._step_terms)))
+        micro = len(self._step_terms)
+        self.generator.manual_seed(mix_seed(self.cfg.train.seed, self.global_step, micro))
+        # dropout: a function of (seed, rank, step, micro-batch), whatever ran before
+        import torch
+
+        torch.manual_seed(mix_seed(self.cfg.train.seed, self.rank, self.global_step, micro))
         out = gip_step(engine, batch, weights=self.weights, alice_params=self.alice,
                        num_layers=self.model.num_layers, hidden_size=self.model.hidden_size,
                        generator=self.generator)
@@ -313,8 +352,9 @@ class _Run:
             if self.rank == 0:
                 with open(os.path.join(folder, LOOP_STATE), "w", encoding="utf-8") as fh:
                     json.dump({"global_step": self.global_step, "total_steps":
-                               self.plan.total_steps, "final": final,
+                               self.plan.total_steps, "final": final, "world_size": self.world,
                                "plan": dataclasses.asdict(self.plan)}, fh)
+            write_part_record(folder, self.rank)  # last: lists this rank's files and sizes
             ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder),
                              checkpoint_dir_name=f"checkpoint_{self.global_step:09d}")
         finally:

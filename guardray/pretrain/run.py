@@ -4,13 +4,17 @@
 
 1. resolves the base model to a local folder (`guardray.modeling.base.resolve_base`),
    loads the policy descriptions (human policies + the generate stage's synthetic ones),
-2. builds the Ray Dataset (`guardray.pretrain.data`: read -> tokenise, lazily), counts its
-   rows and plans the steps (`guardray.pretrain.plan.plan_steps`: equal on every rank),
+2. builds the Ray Dataset (`guardray.pretrain.data`: read -> tokenise -> order by a seeded
+   key -> one equal part per rank, materialised once), counts its rows and plans the steps
+   (`guardray.pretrain.plan.plan_steps`: equal on every rank),
 3. runs a ``TorchTrainer`` (gloo on CPU, NCCL on GPU; fractional CPUs per worker;
    ``FailureConfig(max_failures)`` restarts the worker group from the latest checkpoint;
-   ``CheckpointConfig(num_to_keep)``). Ray Train V2 (the default in ray 2.60) restores a run
-   whose ``storage_path/run_name`` already holds checkpoints: rerunning the same config
-   resumes it, and rerunning a finished one trains nothing and only exports again,
+   ``CheckpointConfig(num_to_keep)``); each worker reads its own part
+   (``DataConfig(datasets_to_split=[])``: Ray's streaming split would hand out rows in the
+   order its scheduling happens to produce). Rerunning the same config resumes the run from
+   its newest complete checkpoint: Ray Train V2 restores those listed in its snapshot file,
+   and `guardray.pretrain.resume` finds one on disk that a killed run never listed there.
+   Rerunning a finished run trains nothing and only exports again,
 4. exports the final checkpoint's ``consolidated.safetensors`` (full fp32 state dict written
    by rank 0 in the loop, ZeRO-3 partitions gathered there: no zero_to_fp32 step, and the
    driver reads safetensors only, never a pickle) as a Hugging Face folder
@@ -116,15 +120,20 @@ def _storage(cfg) -> tuple[str, Any]:
 
 
 def build_dataset(cfg, base: str):
-    """``(tokenised lazy Dataset, rows, TokenizerInfo, descriptions)`` for ``cfg``."""
+    """``(per-rank Datasets, rows, TokenizerInfo, descriptions)`` for ``cfg``: the tokenised
+    rows in their seeded order, cut into ``workers.num_workers`` equal parts
+    (`guardray.pretrain.data.split_for_ranks`)."""
     from transformers import AutoTokenizer
 
     from guardray import schema as S
+    from guardray.io import shards
+    from guardray.io.ray_data import shard_read_errors
     from guardray.io.ray_stats import count_by
     from guardray.pretrain.data import (
         GIPDataError,
         TokenizerInfo,
         read_gip_dataset,
+        split_for_ranks,
         tokenize_dataset,
     )
 
@@ -133,9 +142,12 @@ def build_dataset(cfg, base: str):
     info = TokenizerInfo.from_tokenizer(tok)
     params = cfg.data_params()
     ds = read_gip_dataset(cfg.data.path, cfg.storage_options or None, splits=params.splits)
-    # one pass over the policy_id column: the row count, and unknown policies as a plain
+    # one pass over the rows (every GIP column is read, so corrupt data pages fail here, by
+    # shard, not in a training worker): the row count, and unknown policies as a plain
     # GIPDataError here instead of an error wrapped in a Ray task during training
-    per_policy = {key[0]: n for key, n in count_by(ds, [S.POLICY_ID]).items()}
+    with shard_read_errors(shards.list_shards(cfg.data.path, cfg.storage_options or None),
+                           cfg.storage_options or None):
+        per_policy = {key[0]: n for key, n in count_by(ds, [S.POLICY_ID]).items()}
     unknown = sorted(p for p in per_policy if p not in descriptions)
     if unknown:
         raise GIPDataError(f"{cfg.data.path}: unknown policy_id(s) {unknown}; known policies "
@@ -145,31 +157,34 @@ def build_dataset(cfg, base: str):
              ", ".join(f"{k} {v}" for k, v in sorted(per_policy.items())))
     ds = tokenize_dataset(ds, base, descriptions, params, num_actors=cfg.data.tokenize_actors,
                           num_cpus=cfg.data.tokenize_cpus)
-    return ds, rows, info, descriptions
+    parts = split_for_ranks(ds, seed=cfg.train.seed, world_size=cfg.workers.num_workers,
+                            rows=rows)
+    return parts, rows, info, descriptions
 
 
 def preflight(cfg) -> str:
     """The checks that need no Ray, so bad input fails in seconds, not after training starts:
-    output locations, the base model and its token limit, and every shard's schema and label
-    values (by file and row). Returns the resolved base model folder (or hub id).
+    output locations (no file on the path, writable), the base model (a loadable folder with
+    safetensors weights and a tokenizer, no remote code unless allowed) and its token limit,
+    and every shard's schema and label values (by file and row). Returns the resolved base
+    model folder (or hub id).
 
     Raises:
-        NotADirectoryError: ``output_dir`` or ``storage_path`` runs through a file.
+        NotADirectoryError / StorageError: ``output_dir``, ``storage_path`` or ``log_dir`` runs
+            through a file, or cannot be written.
+        ModelError: ``model.base`` is not a model guardray can load.
         ConfigError: ``model.max_length`` beyond the model's positions.
         NoShardsError / ShardSchemaError / CorruptShardError / FileNotFoundError: the data.
     """
-    from guardray.io import shards, uris
-    from guardray.io.folders import check_output_dir
+    from guardray.io import shards
+    from guardray.io.folders import check_output_location
     from guardray.modeling.base import resolve_base
     from guardray.modeling.limits import check_max_length
 
-    for field, value in (("output_dir", cfg.output_dir), ("storage_path", cfg.storage_path)):
-        loc = uris.parse_uri(value)
-        if not loc.is_s3:
-            try:
-                check_output_dir(loc.path, overwrite=True)
-            except NotADirectoryError as exc:
-                raise NotADirectoryError(f"{field}: {exc}") from None
+    for field, value in (("output_dir", cfg.output_dir), ("storage_path", cfg.storage_path),
+                         ("log_dir", cfg.log_dir)):
+        if value:
+            check_output_location(value, field)
     base = resolve_base(cfg.model.base)
     check_max_length(base, cfg.model.max_length, trust_remote_code=cfg.model.trust_remote_code)
     so = cfg.storage_options or None
@@ -198,6 +213,7 @@ def run_pretrain(cfg, connect: Callable[[], None] | None = None) -> dict[str, An
     """
     from ray.train import (
         CheckpointConfig,
+        DataConfig,
         FailureConfig,
         RunConfig,
         ScalingConfig,
@@ -205,7 +221,7 @@ def run_pretrain(cfg, connect: Callable[[], None] | None = None) -> dict[str, An
     )
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from guardray.pretrain.data import steps_per_epoch
+    from guardray.pretrain.data import rank_dataset_name, steps_per_epoch
     from guardray.pretrain.loop import train_loop_per_worker
     from guardray.pretrain.plan import plan_steps
 
@@ -213,7 +229,7 @@ def run_pretrain(cfg, connect: Callable[[], None] | None = None) -> dict[str, An
     base = preflight(cfg)
     if connect is not None:
         connect()
-    ds, rows, info, descriptions = build_dataset(cfg, base)
+    parts, rows, info, descriptions = build_dataset(cfg, base)
     w = cfg.workers
     batches = steps_per_epoch(rows, w.num_workers, cfg.train.batch_size)
     plan = plan_steps(batches, grad_accum=cfg.train.grad_accum, epochs=cfg.train.epochs,
@@ -230,6 +246,7 @@ def run_pretrain(cfg, connect: Callable[[], None] | None = None) -> dict[str, An
                     "(about 20%% more CPU time per step on CPU, docs/BENCHMARKS.md); "
                     "train.zero_stage=0 trains the same model faster", cfg.train.zero_stage)
     storage_path, storage_fs = _storage(cfg)
+    resume = _found_checkpoint(cfg, storage_path, storage_fs)
     resources = {"CPU": w.cpus_per_worker, **({"GPU": 1} if w.use_gpu else {})}
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -237,10 +254,12 @@ def run_pretrain(cfg, connect: Callable[[], None] | None = None) -> dict[str, An
                            "plan": {"micro_per_epoch": plan.micro_per_epoch,
                                     "grad_accum": plan.grad_accum,
                                     "total_steps": plan.total_steps},
-                           "info": info, "log_dir": log_dir, "probe_texts": list(PROBE_TEXTS)},
+                           "info": info, "log_dir": log_dir, "probe_texts": list(PROBE_TEXTS),
+                           "resume": resume},
         scaling_config=ScalingConfig(num_workers=w.num_workers, use_gpu=w.use_gpu,
                                      resources_per_worker=resources),
-        datasets={"train": ds},
+        datasets={rank_dataset_name(r): part for r, part in enumerate(parts)},
+        dataset_config=DataConfig(datasets_to_split=[]),  # each rank reads its own part
         run_config=RunConfig(
             name=cfg.run_name, storage_path=storage_path, storage_filesystem=storage_fs,
             failure_config=FailureConfig(max_failures=cfg.failure.max_failures),
@@ -258,10 +277,15 @@ def run_pretrain(cfg, connect: Callable[[], None] | None = None) -> dict[str, An
                             f"{storage_path}/{cfg.run_name}; rerun to resume): {exc}") from exc
     if result.error is not None:
         raise PretrainError(f"GIP run {cfg.run_name!r} failed: {result.error}")
-    if result.checkpoint is None:
+    checkpoint = result.checkpoint
+    if checkpoint is None and resume is not None and resume["step"] >= plan.total_steps:
+        from ray.train import Checkpoint  # finished before, unknown to Ray: nothing reported
+
+        checkpoint = Checkpoint(resume["path"], filesystem=storage_fs)
+    if checkpoint is None:
         raise PretrainError(f"GIP run {cfg.run_name!r} finished without a checkpoint")
     ret = result.return_value or {}
-    target = export_checkpoint(cfg, base, result.checkpoint)
+    target = export_checkpoint(cfg, base, checkpoint)
     summary = {
         "run_name": cfg.run_name, "base_model": cfg.model.base, "rows": rows,
         "policies": len(descriptions), "plan": {"total_steps": plan.total_steps,
@@ -272,11 +296,27 @@ def run_pretrain(cfg, connect: Callable[[], None] | None = None) -> dict[str, An
         "metrics": {k: v for k, v in (result.metrics or {}).items()
                     if isinstance(v, (int, float, str))},
         "probe_logits": ret.get("probe_logits"), "probe_texts": list(PROBE_TEXTS),
-        "checkpoint": result.checkpoint.path, "run_path": result.path, "export": target,
+        "checkpoint": checkpoint.path, "run_path": result.path, "export": target,
         "log_dir": log_dir, "seconds": time.time() - started,
     }
     _write_summary(cfg, summary, rows)
     return summary
+
+
+def _found_checkpoint(cfg, storage_path: str, storage_fs) -> dict[str, Any] | None:
+    """The newest complete checkpoint of the run on disk, for the workers to resume from when
+    Ray Train's snapshot does not list it (`guardray.pretrain.resume`)."""
+    import pyarrow.fs as pafs
+
+    from guardray.pretrain.resume import find_resume_checkpoint
+
+    fs = storage_fs or pafs.LocalFileSystem()
+    found = find_resume_checkpoint(fs, f"{storage_path.rstrip('/')}/{cfg.run_name}")
+    if found is None:
+        return None
+    path, step = found
+    log.info("newest complete checkpoint on disk: %s (step %d)", path, step)
+    return {"path": path, "step": step, "filesystem": storage_fs}
 
 
 def read_consolidated(checkpoint) -> dict[str, Any]:

@@ -109,3 +109,27 @@ def test_a_config_error_exits_2_from_the_job_script(tmp_path):
     r = _job_script("dedup", "--config", str(REPO / "configs" / "debug" / "dedup.yaml"),
                     "no_such_key=1")
     assert r.returncode == 2 and "no_such_key" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bad_shards_and_unwritable_outputs_end_with_one_line_both_ways(tmp_path):
+    """Issue 15, item 3: a truncated shard and an output that is a file, before Ray starts,
+    from ``guardray dedup`` and from ``python jobs/dedup.py`` (what ``ray job submit`` runs)."""
+    from guardray import schema as S
+    from guardray.io.shards import write_shard
+
+    text = "How do I report freelance income?"
+    row = {S.ID: S.sample_id("tax", text), S.POLICY_ID: "tax", S.TEXT: text, S.RATIONALE: "",
+           S.LABEL: 1, S.LABEL_INITIAL: 1, S.SOURCE: "seed", S.GENERATOR: "test",
+           S.SPLIT: "train"}
+    shard = Path(write_shard([row], tmp_path / "in", index=0))
+    (tmp_path / "taken").write_text("a file")
+    cfg = str(REPO / "configs" / "debug" / "dedup.yaml")
+    args = ("--config", cfg, f"input_dir={tmp_path / 'in'}",
+            f"output_dir={tmp_path / 'taken' / 'out'}")
+    for r in (guardray("dedup", *args), _job_script("dedup", *args)):
+        _one_error_line(r, "dedup", f"output_dir: output {tmp_path / 'taken' / 'out'}")
+        assert "starting a local Ray instance" not in r.stderr
+    shard.write_bytes(shard.read_bytes()[:40])
+    args = (*args[:3], f"output_dir={tmp_path / 'out'}")
+    for r in (guardray("dedup", *args), _job_script("dedup", *args)):
+        _one_error_line(r, "dedup", f"shard '{shard}' is not readable Parquet")

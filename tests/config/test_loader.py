@@ -59,8 +59,45 @@ def test_malformed_override(bad):
         parse_overrides([bad])
 
 
-def test_override_value_kept_as_string_when_not_yaml():
-    assert parse_overrides(["a=: x: y"])[0][1] == ": x: y"
+@pytest.mark.parametrize("bad", ["a=: x: y", "name=a: b: c", "train.layers=[1", "name=*alias"])
+def test_override_whose_value_is_invalid_yaml_is_an_error(bad):
+    """Issue 15, item 6: an invalid value used to become a string silently."""
+    with pytest.raises(ConfigError, match=r"override '.*': the value is not valid YAML \(.+\); "
+                                          r"quote it"):
+        parse_overrides([bad])
+    assert parse_overrides(['name="a: b"'])[0][1] == "a: b"  # quoted: the text
+
+
+@pytest.mark.parametrize("text, value", [("1.0e300", 1e300), ("1e5", 1e5), ("3e-5", 3e-5),
+                                         ("-2.5E+3", -2500.0), ("-.5", -0.5), ("1_000.5", 1000.5)])
+def test_usual_float_forms_are_floats(tmp_path, text, value):
+    """Issue 15, item 6: PyYAML (YAML 1.1) reads ``1.0e300``/``1e5``/``3e-5`` as strings."""
+    cfg = load_config(Toy, write(tmp_path, f"train: {{lr: {text}}}\n"))
+    assert cfg.train.lr == value and isinstance(cfg.train.lr, float)
+    assert load_config(Toy, None, [f"train.lr={text}"]).train.lr == value
+    assert load_config(Toy, None, ["train.steps=1e3"]).train.steps == 1000  # integral float
+    assert parse_overrides(["a=12", "b=v1e5", "c=1.2.3"]) == [
+        (["a"], 12), (["b"], "v1e5"), (["c"], "1.2.3")]  # ints and other text unchanged
+
+
+@pytest.mark.parametrize("content", [b"name: \xff\xfe\x00bad\n", bytes(range(256))])
+def test_binary_or_non_utf8_file_is_one_line(tmp_path, content):
+    """Issue 15, item 3: a binary / non-UTF-8 file raised UnicodeDecodeError (a traceback)."""
+    p = tmp_path / "cfg.yaml"
+    p.write_bytes(content)
+    with pytest.raises(ConfigError, match=r"cfg\.yaml: not UTF-8 text \(byte 0x[0-9a-f]{2} at "
+                                          r"offset \d+\)") as info:
+        load_config(Toy, p)
+    assert "\n" not in str(info.value)
+
+
+def test_nul_bytes_are_invalid_yaml_on_one_line(tmp_path):
+    p = tmp_path / "cfg.yaml"
+    p.write_bytes(b"name: a\x00b\n")
+    with pytest.raises(ConfigError, match=r"cfg\.yaml: invalid YAML: unacceptable character #x0000 at "
+                                          r"offset 7") as info:
+        load_config(Toy, p)
+    assert "\n" not in str(info.value)
 
 
 def test_unknown_top_level_key_lists_valid_names(tmp_path):

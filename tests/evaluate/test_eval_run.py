@@ -180,3 +180,122 @@ def test_cli_end_to_end(guard, files, tmp_path):
     assert r.returncode == 0, r.stderr[-1500:]
     assert "average F1" in r.stdout
     assert (tmp_path / "o" / "report.html").is_file()
+
+
+# --------------------------------------------------------------------------- issue 15
+
+
+class _Stop(Exception):
+    """Raised by the ``connect`` callback: the run got as far as starting Ray."""
+
+
+def _stop():
+    raise _Stop
+
+
+@pytest.mark.parametrize("name", ["empty", "no_weights", "pickle_only", "remote_code",
+                                  "no_tokenizer"])
+def test_not_a_model_fails_before_ray(guard, files, tmp_path, name):
+    """Item 2: ``--model <not a model>`` failed in a Ray actor after ~20 s (a long traceback
+    ending in "install sentencepiece"); now before any data is read or Ray started."""
+    from model_testlib import BAD_MODELS, make_bad_models
+
+    from guardray.errors import ModelError
+    from guardray.evaluate.runner import run_evaluation
+
+    bad = make_bad_models(tmp_path / "models", guard)
+    cfg = EvaluateConfig(model=str(bad[name]), output_dir=str(tmp_path / "out"),
+                         data=[DatasetConfig(path=str(files["parquet"]))])
+    with pytest.raises(ModelError, match=BAD_MODELS[name].replace("(", r"\(").replace(
+            ")", r"\)").replace("*", r"\*")):
+        run_evaluation(cfg, connect=_stop)
+    assert not (bad["remote_code"] / "PWNED").exists()
+
+
+def test_cli_not_a_model_is_one_line_and_no_ray(guard, files, tmp_path):
+    from model_testlib import make_bad_models
+
+    bad = make_bad_models(tmp_path / "models", guard)
+    r = _cli("--model", str(bad["pickle_only"]), "--data", str(files["parquet"]),
+             "--out", str(tmp_path / "o"))
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    errors = [line for line in r.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and "holds only pickle weights" in errors[0], r.stderr
+    assert "starting a local Ray instance" not in r.stderr
+
+
+def test_out_onto_an_earlier_result_is_refused_unless_overwrite(evaluated, guard, files,
+                                                                tmp_path):
+    """Item 5: ``--out`` onto an earlier result replaced it silently and left the old dataset
+    folders beside the new ones."""
+    import shutil
+
+    from guardray.evaluate.runner import run_evaluation
+
+    out = tmp_path / "out"
+    shutil.copytree(evaluated[0], out)
+    (out / "notes.txt").write_text("mine")
+    only_csv = [DatasetConfig(path=str(files["csv"]), text_column="prompt",
+                              label_column="is_unsafe", name="Test CSV")]
+    with pytest.raises(FileExistsError, match=rf"{out} holds an earlier evaluation "
+                                              r"\(metrics.json\); pass --overwrite"):
+        run_evaluation(_cfg(guard, files, out, data=only_csv), connect=_stop)
+    assert (out / "other" / "metrics.json").is_file()  # untouched
+    with pytest.raises(_Stop):  # with overwrite: the earlier result goes, just before Ray
+        run_evaluation(_cfg(guard, files, out, data=only_csv, overwrite=True), connect=_stop)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_validation_data_that_is_the_evaluated_data_is_refused(guard, files, tmp_path):
+    """Item 5: ``--validation-data`` accepted the test file itself (the threshold was tuned on
+    the test rows); the same file, and a copy of its rows, are refused."""
+    import shutil
+
+    from guardray.config import ConfigError
+    from guardray.evaluate.results import EvaluationError
+    from guardray.evaluate.runner import run_evaluation
+
+    same = _cfg(guard, files, tmp_path / "o1", data=[DatasetConfig(path=str(files["parquet"]))],
+                validation_data=DatasetConfig(path=str(files["parquet"])))
+    with pytest.raises(ConfigError, match=r"validation_data \(--validation-data\) is data\[0\] "
+                                          r"itself .*other\.parquet"):
+        run_evaluation(same, connect=_stop)
+    copy = tmp_path / "copy.parquet"
+    shutil.copy(files["parquet"], copy)
+    copied = _cfg(guard, files, tmp_path / "o2", data=[DatasetConfig(path=str(files["parquet"]))],
+                  validation_data=DatasetConfig(path=str(copy)))
+    with pytest.raises(EvaluationError, match=r"validation data copy: all its \d+ distinct "
+                                              r"text\(s\) are rows of the evaluated dataset"):
+        run_evaluation(copied, connect=_stop)
+    r = _cli("--model", str(guard), "--data", str(files["parquet"]), "--validation-data",
+             str(files["parquet"]), "--out", str(tmp_path / "o3"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "is data[0] itself" in r.stderr
+
+
+def test_output_that_is_a_file_or_read_only_fails_before_ray(guard, files, tmp_path):
+    """Item 3: ``--out`` that is a file or on a read-only filesystem failed after the whole
+    evaluation, with a traceback; now before anything is loaded."""
+    from fs_testlib import tmpfs
+
+    from guardray.errors import StorageError
+    from guardray.evaluate.runner import run_evaluation
+
+    data = [DatasetConfig(path=str(files["parquet"]))]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match=r"output_dir \(--out\): output .*/file/o: .*"
+                                                 r"/file exists and is a file"):
+        run_evaluation(_cfg(guard, files, tmp_path / "file" / "o", data=data), connect=_stop)
+    with tmpfs(tmp_path / "ro", read_only=True) as ro:
+        with pytest.raises(StorageError, match=rf"output_dir \(--out\): cannot write {ro}: "
+                                               r"Read-only file system"):
+            run_evaluation(_cfg(guard, files, ro / "o", data=data), connect=_stop)
+
+
+def test_overwrite_flag_reaches_the_config(tmp_path):
+    from guardray.cli import build_parser
+    from guardray.cli.evaluate_cmd import build_config
+
+    base = ["evaluate", "--model", "m", "--data", "d.jsonl", "--out", str(tmp_path)]
+    assert build_config(build_parser().parse_args(base)).overwrite is False
+    assert build_config(build_parser().parse_args([*base, "--overwrite"])).overwrite is True

@@ -110,6 +110,21 @@ models:
             "  - {model: a, parameters: {density: 1.5}}",
             "density must be <= 1.0, got 1.5",
         ),
+        (  # issue 15, item 5: TIES density 0 silently dropped the model from the merge
+            "merge_method: ties\nbase_model: b\nmodels:\n"
+            "  - {model: a, parameters: {density: 0.0}}\n  - {model: c}",
+            r"models\.0\.parameters\.density: density must be > 0\.0, got 0\.0",
+        ),
+        (  # ... also as a gradient or a filtered value, top-level or per model
+            "merge_method: ties\nbase_model: b\nmodels: [a, c]\n"
+            "parameters: {density: [{filter: mlp, value: [0.5, 0]}]}",
+            r"parameters\.density: density must be > 0\.0, got 0\.0",
+        ),
+        (  # DARE's density 0 failed only while merging; now when the config is read
+            "merge_method: dare_linear\nbase_model: b\nmodels:\n"
+            "  - {model: a, parameters: {density: 0}}",
+            r"models\.0\.parameters\.density: density must be > 0\.0, got 0\.0",
+        ),
         (
             "merge_method: dare_ties\nbase_model: b\nmodels:\n"
             "  - {model: a, parameters: {density: 0.5, drop_rate: 0.5}}",

@@ -466,3 +466,36 @@ def test_skip_resumes_with_the_same_batches(ray_session, xlmr_path):
             assert torch.equal(a[key], b[key])
     with pytest.raises(G.GIPDataError, match="skip"):
         next(G.iter_gip_batches(ds, info, params, epoch=0, steps=2, skip=3))
+
+
+@pytest.mark.slow
+def test_rank_parts_and_order_do_not_depend_on_ray_scheduling(ray_session, shard_dir,
+                                                               xlmr_path):
+    """Issue 15, item 4: the rows of each rank and their order are a function of the seed and
+    the epoch only: other block sizes and another number of tokenizer actors (which change
+    the order Ray Data produces blocks in) give the same batches; another epoch reorders."""
+    params = G.GIPDataParams(max_length=64, batch_size=7, seed=3)
+
+    def parts(block_bytes: int, actors: int) -> list:
+        ds = G.read_gip_dataset(shard_dir, block_bytes=block_bytes)
+        tds = G.tokenize_dataset(ds, xlmr_path, DESC, params, num_actors=actors, batch_size=5)
+        return G.split_for_ranks(tds, seed=params.seed, world_size=2, rows=72)
+
+    def batches(split: list, epoch: int = 1) -> list[list[list[int]]]:
+        return [[b[G.ROW_KEY].tolist() for b in G._row_batches(part, 7, 16, params.seed, epoch,
+                                                                1)] for part in split]
+
+    split = parts(G.BLOCK_BYTES, 1)
+    assert [p.count() for p in split] == [36, 36]
+    first = batches(split)
+    assert batches(parts(1, 2)) == first  # 3 blocks, 2 actors: another production order
+    def rows(part: list[list[int]]) -> set[int]:
+        return {k for batch in part for k in batch}
+
+    assert sum(len(rows(p)) for p in first) == 2 * 5 * 7  # 5 full batches per rank, no repeat
+    assert not rows(first[0]) & rows(first[1])  # disjoint parts
+    other_epoch = batches(split, epoch=2)
+    assert other_epoch != first
+    # each rank keeps its part (35 of its 36 rows per epoch: which one is left over varies)
+    assert not rows(other_epoch[0]) & rows(first[1])
+    assert len(rows(other_epoch[0]) & rows(first[0])) >= 34

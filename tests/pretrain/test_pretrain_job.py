@@ -251,8 +251,9 @@ def test_killed_worker_resumes_from_checkpoint(ray_session, data_dir, tmp_path):
     assert {h["attempt_start"] for h in hist} == {0, resumed}
     counts = collections.Counter(h["step"] for h in hist)
     assert set(counts) == set(range(1, 13))
-    assert all(counts[s] == 1 for s in range(1, resumed + 1)), counts  # never re-run
-    assert all(counts[s] <= 2 for s in range(resumed + 1, 13)), counts  # at most once more
+    # each step once (issue 15, item 4): the restarted attempt drops the lines the killed
+    # one wrote after the checkpoint it resumes from
+    assert set(counts.values()) == {1}, counts
     assert [h["step"] for h in hist if h["attempt_start"] == resumed] == list(
         range(resumed + 1, 13))
     _check_export(summary, cfg)
