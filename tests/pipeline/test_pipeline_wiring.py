@@ -24,7 +24,10 @@ def pipeline(*overrides: str, path: str = "configs/pipeline.yaml") -> PipelineCo
 
 
 def test_every_stage_reads_the_previous_stages_folder():
-    cfg = pipeline("seed=5", "ray.num_cpus=3", "models.embedder=/models/emb")
+    # configs/pipeline.yaml turns GIP off for the 2-core demo; with it on, GuardFormer
+    # fine-tunes the GIP export
+    cfg = pipeline("seed=5", "ray.num_cpus=3", "models.embedder=/models/emb",
+                   "stages.pretrain.enabled=true", "stages.finetune.overrides=[method=guardformer]")
     plan = plan_stages(cfg)
     assert plan.data_dir == "/tmp/gr-pipe/data"  # the data step unites every source
     i = plan.ingest
@@ -50,6 +53,10 @@ def test_every_stage_reads_the_previous_stages_folder():
 def test_without_ingest_and_generation_the_stages_train_on_the_seed_rows():
     plan = plan_stages(pipeline("stages.generate.enabled=false", "stages.ingest.enabled=false"))
     assert plan.generate is None and plan.ingest is None and plan.data_dir == "/tmp/gr-pipe/seed"
+    assert plan.pretrain is None  # off in configs/pipeline.yaml
+    assert plan.finetune.data.path == "/tmp/gr-pipe/seed"
+    plan = plan_stages(pipeline("stages.generate.enabled=false", "stages.ingest.enabled=false",
+                                "stages.pretrain.enabled=true"))
     assert plan.pretrain.data.path == "/tmp/gr-pipe/seed"
     cfg = pipeline("stages.generate.overrides=[dedup.enabled=false]")
     plan = plan_stages(cfg)
@@ -77,13 +84,15 @@ def test_policyguard_or_an_explicit_base_needs_no_pretraining():
 
 def test_inconsistent_stages_fail_before_anything_runs():
     with pytest.raises(ConfigError, match="guardformer fine-tunes a GIP checkpoint"):
-        plan_stages(pipeline("stages.pretrain.enabled=false"))
+        plan_stages(pipeline("stages.pretrain.enabled=false",
+                             "stages.finetune.overrides=[method=guardformer]"))
     with pytest.raises(ConfigError, match="enable stages.finetune"):
         plan_stages(pipeline("stages.finetune.enabled=false"))
     with pytest.raises(ConfigError, match=r"stage 'generate' \(configs/generate.yaml\).*expand"):
         plan_stages(pipeline("stages.generate.overrides=[expand.unsafe_per_polcy=1]"))
     with pytest.raises(ConfigError, match="stage 'pretrain'.*file not found"):
-        plan_stages(pipeline("stages.pretrain.config=configs/nope.yaml"))
+        plan_stages(pipeline("stages.pretrain.enabled=true",
+                             "stages.pretrain.config=configs/nope.yaml"))
 
 
 def test_debug_pipeline_plans_tiny_stages():
