@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import logging
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -28,6 +29,8 @@ from pydantic import Field
 
 from guardray import schema as S
 from guardray.config.base import StrictModel
+
+log = logging.getLogger(__name__)
 
 
 class MixRule(StrictModel):
@@ -94,6 +97,10 @@ def apply_mix(train, rules: Sequence[MixRule], seed: int = 0) -> tuple[Any, list
     u_weight = _unit(seed, train[S.ID].tolist(), "weight")
     parts, report = [train[which < 0]], []
     for k, rule in enumerate(rules):
+        if not (which == k).any():
+            log.warning("data.mix rule %s matches no training row (sources look like %s)",
+                        rule.name(), sorted(set(train[S.SOURCE]))[:3] if S.SOURCE in train
+                        else "absent")
         for policy in sorted(set(train.loc[which == k, S.POLICY_ID])):
             mask = (which == k) & (train[S.POLICY_ID] == policy).to_numpy()
             idx = np.flatnonzero(mask)

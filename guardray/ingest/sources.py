@@ -123,9 +123,16 @@ def path_files(src: SourceConfig) -> list[SourceFile]:
         for m in matches:
             if not os.path.isfile(m):
                 raise DatasetError(f"{where(src)}: {m}: file not found")
-            shown = R.display_path(m)
+            shown = R.display_path(_relative_to_cwd(m))
             out.append(SourceFile(m, S.file_source(shown), shown))
     return out
+
+
+def _relative_to_cwd(path: str) -> str:
+    """``path`` relative to the working folder when it lies inside it (provenance then reads
+    ``file:configs/data/x.jsonl`` on every machine), else as given."""
+    rel = os.path.relpath(os.path.abspath(path))
+    return path if rel.startswith("..") else rel
 
 
 # --------------------------------------------------------------------------- hub

