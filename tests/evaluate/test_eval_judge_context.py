@@ -12,30 +12,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from llm_testlib import Recording
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "embedded:smollm2-135m-instruct"
 LONG = " ".join(f"Paragraph {i}: this text goes on and on about nothing." for i in range(400))
 
 pytest.importorskip("guardray.llm.stage", reason="guardray.llm.stage is not available")
-
-
-class Recording:
-    """The real generator, recording what it is asked."""
-
-    def __init__(self, generator):
-        self.generator, self.prompts = generator, []
-
-    @property
-    def context_length(self):
-        return self.generator.context_length
-
-    def count_tokens(self, conversation):
-        return self.generator.count_tokens(conversation)
-
-    def generate(self, conversations, settings):
-        self.prompts.extend(conversations)
-        return self.generator.generate(conversations, settings)
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ rows were cut, and never send a prompt that cannot fit."""
 from __future__ import annotations
 
 import pytest
+from llm_testlib import Recording
 
 from guardray.llm import LLMConfig, generate_dataset
 from guardray.llm.fit import MARKER, char_count
@@ -23,24 +24,6 @@ def row(key: int, text: str, span: str | None) -> dict:
 
 
 ROWS = [row(0, LONG, LONG), row(1, "Is the sky blue?", "Is the sky blue?"), row(2, LONG, None)]
-
-
-class Recording:
-    """The real generator, recording what it is asked (the server's model)."""
-
-    def __init__(self, generator):
-        self.generator, self.prompts = generator, []
-
-    @property
-    def context_length(self):
-        return self.generator.context_length
-
-    def count_tokens(self, conversation):
-        return self.generator.count_tokens(conversation)
-
-    def generate(self, conversations, settings):
-        self.prompts.extend(conversations)
-        return self.generator.generate(conversations, settings)
 
 
 @pytest.mark.slow  # a SmolLM2 actor: ~15-25 s on 2 cores
