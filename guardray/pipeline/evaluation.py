@@ -141,6 +141,10 @@ def notes(cfg) -> list[str]:
     if ev.alarming_safe:
         out.append(f"alarming-safe FPR: share of the prompts in {ev.alarming_safe}/<policy>.jsonl "
                    "(safe, but alarming-sounding) that the guard flags unsafe.")
+    if cfg.stages.merge.enabled:
+        out.append("UniGuard: the merge search's one model for every policy (search/uniguard), "
+                   "thresholded per policy on validation; merged from prompt-only TaskGuards "
+                   "(PolicyGuard) it gives a prompt one score under every policy.")
     t = ev.targets
     out.append(f"targets ({', '.join(t.policies)}): cross-source macro-F1 >= {t.macro_f1}, "
                f"at least +{t.over_judge:.2f} over the judge, alarming-safe FPR <= {t.fpr}.")
