@@ -25,6 +25,7 @@ every TaskGuard predicted one class.)
 Usage:
     python benchmarks/bench_search.py [--seeds 5] [--budget 32] [--random-budget 64]
         [--work DIR] [--no-tune] [--tune-budget 24] [--plot docs/bench_search_convergence.png]
+        [--main-job outputs/pipeline]   # the pool the main job trained, all its policies
 """
 
 from __future__ import annotations
@@ -129,14 +130,25 @@ def build_pool(work: Path) -> dict[str, Path]:
     return {"data": data, "ft": work / "ft"}
 
 
+def main_job_pool(run_dir: Path) -> dict[str, Path]:
+    """The pool a main job trained (``guardray pipeline``'s ``output_dir``): its fine-tune
+    outputs and its data, every policy of ``configs/policies``."""
+    pool = {"data": run_dir / "data", "ft": run_dir / "finetune"}
+    for what, path in pool.items():
+        if not path.is_dir():
+            raise SystemExit(f"--main-job {run_dir}: no {what} folder {path}; run the main job")
+    return {**pool, "policies": "configs/policies"}
+
+
 def search_config(pool: dict[str, Path], out: Path, *overrides: str):
     from guardray.config import load_config
     from guardray.search import SearchConfig
 
+    policies = pool.get("policies",
+                        "configs/policies/safety.yaml,configs/policies/injection.yaml")
     return load_config(SearchConfig, REPO / "configs" / "debug" / "search.yaml", [
         f"pool.finetune_dirs=[{pool['ft']}]", f"data.path={pool['data']}", "pool.per_group=2",
-        "policies=[configs/policies/safety.yaml,configs/policies/injection.yaml]",
-        "objective.max_length=128", f"output_dir={out}", *overrides])
+        f"policies=[{policies}]", "objective.max_length=128", f"output_dir={out}", *overrides])
 
 
 # --------------------------------------------------------------------------- convergence
@@ -310,13 +322,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--random-budget", type=int, default=64)
     p.add_argument("--work", default="/tmp/guardray-bench-search")
     p.add_argument("--no-tune", action="store_true", help="skip the Tune throughput runs")
+    p.add_argument("--no-convergence", action="store_true",
+                   help="skip the convergence runs (throughput only)")
     p.add_argument("--tune-budget", type=int, default=24)
     p.add_argument("--plot", default=None, help="write the convergence plot (PNG) here")
+    p.add_argument("--main-job", default=None, metavar="DIR",
+                   help="search the pool a main job trained (its output_dir, e.g. "
+                        "outputs/pipeline) instead of building the two-policy pool")
     args = p.parse_args(argv)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     print(f"pool (work folder {work})", flush=True)
-    pool = build_pool(work)
+    pool = main_job_pool(Path(args.main_job)) if args.main_job else build_pool(work)
     from guardray.search.inputs import prepare
 
     prep = prepare(search_config(pool, work / "prepare-out"))
@@ -324,13 +341,14 @@ def main(argv: list[str] | None = None) -> None:
                                      for c in prep.pool.candidates))
     print(f"validation rows {len(prep.rows)}, instruction options {len(prep.options)}, "
           f"methods {list(prep.space.methods)}")
-    print("convergence", flush=True)
-    curves = convergence(prep, args.seeds, args.budget, args.random_budget)
-    print()
-    print(convergence_table(curves, args.random_budget))
-    if args.plot:
-        plot(curves, Path(args.plot))
-        print(f"\nplot: {args.plot}")
+    if not args.no_convergence:
+        print("convergence", flush=True)
+        curves = convergence(prep, args.seeds, args.budget, args.random_budget)
+        print()
+        print(convergence_table(curves, args.random_budget))
+        if args.plot:
+            plot(curves, Path(args.plot))
+            print(f"\nplot: {args.plot}")
     if not args.no_tune:
         print("\nthroughput (Ray Tune, run_search)", flush=True)
         rows = throughput(pool, work, args.tune_budget)

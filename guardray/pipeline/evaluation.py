@@ -108,15 +108,20 @@ def check_targets(row: dict[str, Any], targets) -> str | None:
         return None
     missed = []
     cross = (row.get("cross_source") or {}).get("macro_f1")
-    if cross is None or cross < targets.macro_f1:
+    if cross is None:
+        missed.append("cross-source macro-F1 not measured")
+    elif cross < targets.macro_f1:
         missed.append(f"cross-source macro-F1 {_f(cross)} < {targets.macro_f1}")
     guard = (row.get("judged_guard") or {}).get("macro_f1")
     judge = (row.get("judged_judge") or {}).get("macro_f1")
-    if guard is None or judge is None or guard - judge < targets.over_judge:
-        gain = None if guard is None or judge is None else guard - judge
-        missed.append(f"gain over the judge {_f(gain)} < {targets.over_judge}")
+    if guard is None or judge is None:
+        missed.append("gain over the judge not measured")
+    elif guard - judge < targets.over_judge:
+        missed.append(f"gain over the judge {_f(guard - judge)} < {targets.over_judge}")
     fpr = (row.get("alarming_safe") or {}).get("fpr")
-    if fpr is None or fpr > targets.fpr:
+    if fpr is None:
+        missed.append("alarming-safe FPR not measured")
+    elif fpr > targets.fpr:
         missed.append(f"alarming-safe FPR {_f(fpr)} > {targets.fpr}")
     return "met" if not missed else "missed: " + "; ".join(missed)
 

@@ -25,6 +25,10 @@ def test_quality_row_and_targets():
     assert check_targets(row, TargetSection()) == (
         "missed: gain over the judge 0.180 < 0.2; alarming-safe FPR 0.200 > 0.1")
     assert check_targets({**row, "policy": "tax"}, TargetSection()) is None
+    # a run without the judge (evaluation.judge=null) has not met that target: it says why
+    unjudged = {k: v for k, v in row.items() if not k.startswith("judged")}
+    assert check_targets(unjudged, TargetSection()) == (
+        "missed: gain over the judge not measured; alarming-safe FPR 0.200 > 0.1")
     report = Report(quality=[{**row, "targets": check_targets(row, TargetSection())}])
     text = report.markdown(1.0)
     line = next(x for x in text.splitlines() if x.startswith("| safety |"))
