@@ -19,7 +19,11 @@ from __future__ import annotations
 
 import argparse
 
-from guardray.cli.job_runner import print_or_run
+from guardray.cli.job_runner import print_or_run, set_flags
+
+# The flags naming the guard (shared with `guardray serve`): its ``model`` section.
+GUARD_FLAGS = {"model": "model.path", "policy": "model.policy_ids",
+               "policies": "model.policies", "threshold": "model.threshold"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -60,19 +64,10 @@ def build_config(args):
 
     data = load_yaml(args.config) if args.config else {}
     data.setdefault("job", "classify")
-    model = dict(data.get("model") or {})
-    for flag, key in (("model", "path"), ("policy", "policy_ids"), ("policies", "policies"),
-                      ("threshold", "threshold")):
-        if getattr(args, flag) is not None:
-            model[key] = getattr(args, flag)
-    data["model"] = model
-    for flag, key in (("input", "input"), ("output", "output_dir"),
-                      ("text_column", "text_column"), ("policy_column", "policy_column"),
-                      ("format", "format"), ("batch_size", "batch_size"),
-                      ("concurrency", "concurrency"), ("num_cpus", "num_cpus"),
-                      ("num_gpus", "num_gpus")):
-        if getattr(args, flag) is not None:
-            data[key] = getattr(args, flag)
+    set_flags(data, args, {
+        **GUARD_FLAGS, "input": "input", "output": "output_dir", "text_column": "text_column",
+        "policy_column": "policy_column", "format": "format", "batch_size": "batch_size",
+        "concurrency": "concurrency", "num_cpus": "num_cpus", "num_gpus": "num_gpus"})
     if args.overwrite:
         data["overwrite"] = True
     return load_config(ClassifyConfig, args.config, args.overrides, data=data)

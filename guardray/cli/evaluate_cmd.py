@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 
-from guardray.cli.job_runner import print_or_run
+from guardray.cli.job_runner import print_or_run, set_flags
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -130,17 +130,12 @@ def build_config(args):
     if args.validation_data:
         data["validation_data"] = _dataset(args.validation_data, args, args.validation_split,
                                            validation=True)
-    simple = {"policy": args.policy, "policies": args.policies, "name": args.name,
-              "input_format": args.input_format, "output_dir": args.out}
-    data.update({k: v for k, v in simple.items() if v is not None})
-    for flag, section, key in (("threshold_rule", "threshold", "rule"),
-                               ("threshold", "threshold", "value"),
-                               ("batch_size", "inference", "batch_size"),
-                               ("concurrency", "inference", "concurrency"),
-                               ("num_cpus", "inference", "num_cpus"),
-                               ("num_gpus", "inference", "num_gpus")):
-        if getattr(args, flag) is not None:
-            data.setdefault(section, {})[key] = getattr(args, flag)
+    set_flags(data, args, {
+        "policy": "policy", "policies": "policies", "name": "name",
+        "input_format": "input_format", "out": "output_dir",
+        "threshold_rule": "threshold.rule", "threshold": "threshold.value",
+        "batch_size": "inference.batch_size", "concurrency": "inference.concurrency",
+        "num_cpus": "inference.num_cpus", "num_gpus": "inference.num_gpus"})
     if args.no_plots:
         data.setdefault("report", {})["plots"] = False
     if args.overwrite:

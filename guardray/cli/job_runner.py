@@ -54,6 +54,22 @@ def run_job(config_cls: type, get_main: Callable[[], Callable], args: argparse.N
     return print_or_run(load_config(config_cls, args.config, args.overrides), get_main, args)
 
 
+def set_flags(data: dict, args: argparse.Namespace, keys: dict[str, str]) -> None:
+    """Copy each given flag into the config mapping ``data``: ``keys`` maps an ``args``
+    attribute to a dotted key (``{"batch_size": "inference.batch_size"}``); flags left at
+    None are skipped, and a missing or null section on the way is created."""
+    for flag, dotted in keys.items():
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        *sections, key = dotted.split(".")
+        node = data
+        for name in sections:
+            node[name] = dict(node.get(name) or {})
+            node = node[name]
+        node[key] = value
+
+
 def print_or_run(cfg, get_main: Callable[[], Callable], args: argparse.Namespace) -> int:
     """Print the resolved ``cfg`` as YAML (``--print-config``) or run ``get_main()(cfg)``."""
     if args.print_config:

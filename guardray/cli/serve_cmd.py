@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import argparse
 
-from guardray.cli.job_runner import print_or_run
+from guardray.cli.classify_cmd import GUARD_FLAGS
+from guardray.cli.job_runner import print_or_run, set_flags
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -61,24 +62,15 @@ def build_config(args):
         data[name] = dict(data.get(name) or {})
         return data[name]
 
-    for flag, key in (("model", "path"), ("policy", "policy_ids"), ("policies", "policies"),
-                      ("threshold", "threshold")):
-        if getattr(args, flag) is not None:
-            section("model")[key] = getattr(args, flag)
-    for flag, key in (("host", "host"), ("port", "port")):
-        if getattr(args, flag) is not None:
-            section("http")[key] = getattr(args, flag)
-    for flag, key in (("replicas", "num_replicas"), ("num_cpus", "num_cpus"),
-                      ("num_gpus", "num_gpus")):
-        if getattr(args, flag) is not None:
-            section("deployment")[key] = getattr(args, flag)
+    set_flags(data, args, {
+        **GUARD_FLAGS, "host": "http.host", "port": "http.port",
+        "replicas": "deployment.num_replicas", "num_cpus": "deployment.num_cpus",
+        "num_gpus": "deployment.num_gpus", "max_batch_size": "batching.max_batch_size"})
     if args.autoscale:
         lo, sep, hi = args.autoscale.partition(":")
         if not sep or not lo.isdigit() or not hi.isdigit():
             raise ConfigError(f"--autoscale {args.autoscale!r}: expected MIN:MAX, e.g. 1:4")
         section("deployment")["autoscaling"] = {"min_replicas": int(lo), "max_replicas": int(hi)}
-    if args.max_batch_size is not None:
-        section("batching")["max_batch_size"] = args.max_batch_size
     if args.batch_wait_ms is not None:
         section("batching")["batch_wait_timeout_s"] = args.batch_wait_ms / 1000.0
     return load_config(ServeConfig, args.config, args.overrides, data=data)
