@@ -15,11 +15,13 @@ import contextlib
 import logging
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from guardray.errors import GuardrayError, storage_error
+from guardray.io.uris import parse_uri
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +56,6 @@ def check_output_location(uri: str | os.PathLike[str], field: str = "output_dir"
         NotADirectoryError: ``uri`` or one of its parents is a file (names ``field``).
         StorageError: the probe write failed (names ``field``, the folder and why).
     """
-    import tempfile
-
-    from guardray.io.uris import parse_uri
-
     loc = parse_uri(uri)
     if loc.is_s3:
         return
