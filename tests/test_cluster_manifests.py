@@ -61,7 +61,17 @@ def test_dockerfile_base_matches_ray_pin():
     text = (CLUSTER / "Dockerfile").read_text()
     pinned = re.search(r"^ray==(\S+)$", (REPO / "constraints.txt").read_text(), re.M).group(1)
     assert f"rayproject/ray:{pinned}-py311" in text
-    assert "-c constraints.txt" in text
+    assert "ARG CONSTRAINTS=constraints.txt" in text and "-c ${CONSTRAINTS}" in text
+
+
+def test_dockerfile_gpu_build_uses_the_gpu_set():
+    """The GPU build line in the Dockerfile's header names the GPU set and the vllm extra, and
+    the image copies both sets."""
+    text = (CLUSTER / "Dockerfile").read_text()
+    gpu_build = text[text.index("GPU: docker build"):].split("\n# Then")[0]
+    assert "CONSTRAINTS=constraints-gpu.txt" in gpu_build and "EXTRAS=deepspeed,vllm" in gpu_build
+    copy = next(ln for ln in text.splitlines() if ln.startswith("COPY") and "pyproject" in ln)
+    assert "constraints.txt" in copy.split() and "constraints-gpu.txt" in copy.split()
 
 
 def test_launcher_config_shape():
