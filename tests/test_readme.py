@@ -30,6 +30,19 @@ def test_ci_runs_the_readme_test_command_verbatim():
     assert readme_commands()[1] in ci
 
 
+def test_ci_runs_the_gpu_set_command_of_the_readme_verbatim():
+    """README "Tests" gives the command that runs the suite with the GPU set's library versions;
+    CI runs that same line after the default run."""
+    text = (REPO / "README.md").read_text()
+    section = text.split("\n## Tests", 1)[1].split("\n## ", 1)[0]
+    codes = re.findall(r"`([^`]+)`", section)
+    (cmd,) = [c for c in codes if c.startswith("python3 -m venv .venv-gpuset")]
+    assert "-c constraints-gpu.txt" in cmd and cmd.endswith(".venv-gpuset/bin/python -m pytest")
+    ci = (REPO / ".ci" / "run").read_text().splitlines()
+    assert cmd in ci
+    assert ci.index(cmd) > ci.index(readme_commands()[1])
+
+
 def test_constraints_pin_the_tested_set():
     pins = dict(
         line.split("==", 1) for line in (REPO / "constraints.txt").read_text().splitlines()
