@@ -18,7 +18,7 @@ def main(cfg: ClassifyConfig) -> None:
     from guardray.cli.ray_init import init_ray
     from guardray.serve import run_classify
 
-    summary = run_classify(cfg, connect=lambda: init_ray(cfg.ray))
+    summary = run_classify(cfg, connect=lambda: init_ray(cfg.ray, cfg))
     print(f"{summary['model']} ({summary['version']}): {summary['rows']} rows, "
           f"{summary['pairs']} row-policy pairs, {summary['unsafe']} unsafe, "
           f"{summary['truncated']} truncated (threshold {summary['threshold']:.4f}) -> "

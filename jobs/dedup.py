@@ -22,7 +22,7 @@ def main(cfg: DedupConfig) -> None:
     from guardray.dedup import check_paths, run_dedup
 
     check_paths(cfg)  # bad folders fail before Ray starts
-    init_ray(cfg.ray)
+    init_ray(cfg.ray, cfg)
     result = run_dedup(cfg)
     counts = result["counts"]
     log.info("dedup done: %d rows in, %d kept, dropped %s; %d shard(s), removed rows in %s, "

@@ -24,7 +24,7 @@ def main(cfg: EvaluateConfig) -> None:
     from guardray.evaluate import run_evaluation
 
     cfg.check_runnable()
-    summary = run_evaluation(cfg, connect=lambda: init_ray(cfg.ray))
+    summary = run_evaluation(cfg, connect=lambda: init_ray(cfg.ray, cfg))
     print(summary_text(summary, cfg.output_dir), end="")
 
 

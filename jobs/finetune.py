@@ -21,7 +21,7 @@ def main(cfg: FinetuneConfig) -> None:
     from guardray.cli.ray_init import init_ray
     from guardray.finetune import run_finetune, summary_markdown
 
-    summary = run_finetune(cfg, connect=lambda: init_ray(cfg.ray))  # Ray after the checks
+    summary = run_finetune(cfg, connect=lambda: init_ray(cfg.ray, cfg))  # Ray after the checks
     print(summary_markdown(summary), end="")
 
 

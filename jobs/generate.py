@@ -30,7 +30,7 @@ def main(cfg: GenerateConfig) -> None:
         from guardray.modeling.offline import resolve_model
 
         resolve_model(cfg.llm.model)
-    init_ray(cfg.ray)
+    init_ray(cfg.ray, cfg)
     manifest = run_generate(cfg)
     counts, stages = manifest["counts"], manifest["extra"]["stages"]
     lines = [

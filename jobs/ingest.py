@@ -22,7 +22,7 @@ def main(cfg: IngestConfig) -> None:
     from guardray.ingest import check_config, run_ingest
 
     check_config(cfg)  # policies, packages, files and the output folder fail before Ray starts
-    init_ray(cfg.ray)
+    init_ray(cfg.ray, cfg)
     result = run_ingest(cfg)
     counts = result["counts"]
     log.info("ingest done: %d rows mapped, %d written, dropped %s; %d shard(s), manifest %s",

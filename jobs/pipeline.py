@@ -25,7 +25,7 @@ def main(cfg: PipelineConfig) -> None:
     from guardray.cli.ray_init import init_ray
     from guardray.pipeline import run_pipeline
 
-    print(run_pipeline(cfg, connect=lambda: init_ray(cfg.ray)), end="")
+    print(run_pipeline(cfg, connect=lambda: init_ray(cfg.ray, cfg)), end="")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ def main(cfg: PretrainConfig) -> None:
     from guardray.cli.ray_init import init_ray
     from guardray.pretrain import run_pretrain
 
-    summary = run_pretrain(cfg, connect=lambda: init_ray(cfg.ray))  # Ray after the checks
+    summary = run_pretrain(cfg, connect=lambda: init_ray(cfg.ray, cfg))  # Ray after the checks
     brief = {k: summary[k] for k in ("run_name", "rows", "global_step", "start_step", "export",
                                      "checkpoint", "log_dir", "seconds")}
     brief["metrics"] = {k: summary["metrics"].get(k) for k in

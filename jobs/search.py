@@ -18,7 +18,7 @@ def main(cfg) -> None:
     from guardray.search import prepare, run_search
 
     prepared = prepare(cfg)  # pool, data and weights: bad inputs fail before Ray starts
-    init_ray(cfg.ray)
+    init_ray(cfg.ray, cfg)
     summary = run_search(cfg, prepared=prepared)
     print(f"UniGuard ({summary['method']} of {', '.join(summary['members'])}): objective "
           f"{summary['objective']:.4f} ({summary['aggregate']} validation macro-F1) after "

@@ -23,7 +23,7 @@ def main(cfg: ServeConfig, *, block: bool = True) -> str:
     from guardray.serve import resolve_guard, start_serving, stop_serving
 
     info = resolve_guard(cfg.model, num_cpus=cfg.deployment.num_cpus)  # fail before Ray
-    init_ray(cfg.ray)
+    init_ray(cfg.ray, cfg)
     url = start_serving(cfg, info)
     print(f"guard serving at {url} (POST {url}/v1/classify, GET {url}/healthz, "
           f"{url}/docs); Ctrl-C to stop", flush=True)

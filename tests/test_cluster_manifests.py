@@ -41,20 +41,48 @@ def test_kuberay_ray_version_matches_constraints(rel):
     assert spec["rayVersion"] == pinned
 
 
-def test_runtime_env_uploads_checkout_without_venv_and_pins_match_constraints():
-    env = load("runtime_env.yaml")
-    assert env["working_dir"] == "."
-    assert ".venv/" in env["excludes"] and ".git/" in env["excludes"]
-    pins = {
+def _pins() -> dict[str, str]:
+    return {
         canonical(name): version
         for name, version in (
             l.split("==", 1) for l in (REPO / "constraints.txt").read_text().splitlines()
             if "==" in l and not l.startswith("#")
         )
     }
-    for spec in env["pip"]["packages"]:
+
+
+@pytest.mark.parametrize("rel", ["runtime_env.yaml", "runtime_env_stock_image.yaml"])
+def test_runtime_envs_upload_the_checkout_without_venvs_and_agree(rel):
+    """Both runtime envs upload the checkout (never a venv or outputs) with the same
+    environment variables; the KubeRay RayJob's runtime env sets the same variables."""
+    env = load(rel)
+    assert env["working_dir"] == "."
+    for folder in (".venv/", ".venv-gpuset/", ".git/", "outputs/"):
+        assert folder in env["excludes"], folder
+    assert env["env_vars"] == load("runtime_env.yaml")["env_vars"]
+    assert env["env_vars"]["LD_PRELOAD"] == ""  # see the comment in runtime_env.yaml
+    job = yaml.safe_load(load("kuberay/rayjob-pipeline.yaml")["spec"]["runtimeEnvYAML"])
+    assert job["env_vars"] == env["env_vars"]
+
+
+def test_runtime_env_of_the_image_installs_nothing():
+    assert "pip" not in load("runtime_env.yaml")  # dependencies come from the image / nodes
+
+
+def test_stock_image_runtime_env_installs_every_dependency_at_the_tested_pins():
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    needed = [*project["dependencies"], *project["optional-dependencies"]["deepspeed"],
+              *project["optional-dependencies"]["local"]]
+    needed = {canonical(re.split(r"[\[<>=!~ ;]", d, maxsplit=1)[0]) for d in needed} - {"ray"}
+    pins = _pins()
+    listed = {}
+    for spec in load("runtime_env_stock_image.yaml")["pip"]["packages"]:
         name, version = spec.split("==")
         assert pins.get(canonical(name)) == version, f"{spec} disagrees with constraints.txt"
+        listed[canonical(name)] = version
+    assert needed <= set(listed), f"missing: {sorted(needed - set(listed))}"
 
 
 def test_dockerfile_base_matches_ray_pin():

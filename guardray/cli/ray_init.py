@@ -49,17 +49,59 @@ def _configure_ray_data() -> None:
     ray.data.DataContext.get_current().raise_original_map_exception = True
 
 
-def init_ray(cfg) -> None:
+def _load_torch_first() -> None:
+    """Load torch in the main thread before Ray starts its threads in this process.
+
+    A job driver that first imported torch after Ray Data had run (the pipeline: seed rows,
+    then pretraining) died at its first matrix product, one run in three under ``ray job
+    submit`` on a 2-node cluster: "Intel oneMKL FATAL ERROR: Cannot load .../libtorch_cpu.so",
+    then a segmentation fault. Loaded first, it never did (docs/ARCHITECTURE.md, "Environment
+    facts"). Every stage but policy checks uses torch, so this costs nothing extra.
+    """
+    try:
+        import torch  # noqa: F401
+    except ImportError:  # a job that needs no torch, on a node without it
+        pass
+
+
+# Fields of a job config that name where stages hand data over (read by workers).
+SHARED_FIELDS = ("output_dir", "storage_path", "log_dir")
+
+
+def check_shared_storage(cfg, job, nodes: int) -> None:
+    """Refuse local paths in ``job``'s `SHARED_FIELDS` on a cluster of ``nodes`` > 1 nodes,
+    unless ``cfg.shared_filesystem`` says every node mounts them.
+
+    Raises:
+        ConfigError: naming the field, the path and the two ways out.
+    """
+    from guardray.errors import ConfigError
+
+    if nodes <= 1 or cfg.shared_filesystem or job is None:
+        return
+    for field in SHARED_FIELDS:
+        value = getattr(job, field, None)
+        if isinstance(value, str) and value and "://" not in value:
+            raise ConfigError(
+                f"{field}: {value!r} is a path on the driver's machine, but the Ray cluster has "
+                f"{nodes} nodes: workers on the others cannot read or write it. Use shared "
+                f"storage ({field}=s3://bucket/prefix), or ray.shared_filesystem=true if every "
+                "node mounts this path")
+
+
+def init_ray(cfg, job=None) -> None:
     """Start or join Ray according to a `guardray.config.RayConfig`.
 
-    Under ``ray job submit`` RAY_ADDRESS is set and the job joins that cluster. Locally it
-    starts an instance with ``cfg.num_cpus`` logical CPUs, listening on ``127.0.0.1`` only
-    (see the module docstring), and no dashboard unless asked (then on ``127.0.0.1``).
-    Calling it again in the same process is a no-op.
+    Under ``ray job submit`` RAY_ADDRESS is set and the job joins that cluster; on a cluster
+    of several nodes, ``job``'s output locations must be shared storage
+    (`check_shared_storage`). Locally it starts an instance with ``cfg.num_cpus`` logical
+    CPUs, listening on ``127.0.0.1`` only (see the module docstring), and no dashboard unless
+    asked (then on ``127.0.0.1``). Calling it again in the same process is a no-op.
     """
     address = cfg.address or os.environ.get("RAY_ADDRESS")
     if not address:
         _listen_on_loopback()  # before ``import ray`` where possible
+    _load_torch_first()
     import ray
 
     if ray.is_initialized():
@@ -69,6 +111,7 @@ def init_ray(cfg) -> None:
         log.info("joining Ray cluster at %s", address)
         ray.init(address=address, log_to_driver=True)
         _configure_ray_data()
+        check_shared_storage(cfg, job, sum(1 for n in ray.nodes() if n.get("Alive")))
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # Ray Data 2.60 starts 32 Parquet footer-reader processes per read by default: seconds of

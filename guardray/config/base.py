@@ -42,11 +42,16 @@ class RayConfig(StrictModel):
             instance unless ``RAY_ADDRESS`` is set (as it is under ``ray job submit``).
         num_cpus: logical CPUs of a local instance (None: Ray's default, the core count).
         dashboard: start the dashboard with a local instance.
+        shared_filesystem: on a cluster of several nodes, local paths (``output_dir``...) are
+            refused, since workers on other nodes cannot read a driver's disk; set true when
+            every node mounts the same filesystem at the same path (NFS, a one-machine test
+            cluster).
     """
 
     address: str | None = None
     num_cpus: int | None = Field(default=None, ge=1)
     dashboard: bool = False
+    shared_filesystem: bool = False
 
 
 class SplitConfig(StrictModel):

@@ -107,10 +107,13 @@ class ClassifierPredictor:
         self.spec = spec
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") \
             if spec.device == "auto" else spec.device
+        from guardray.modeling.remote import local_model
+
+        path = local_model(spec.model)  # an s3:// model: this node's copy
         self.tokenizer = AutoTokenizer.from_pretrained(
-            spec.model, trust_remote_code=spec.trust_remote_code)
+            path, trust_remote_code=spec.trust_remote_code)
         self.model = AutoModelForSequenceClassification.from_pretrained(
-            spec.model, use_safetensors=True, trust_remote_code=spec.trust_remote_code)
+            path, use_safetensors=True, trust_remote_code=spec.trust_remote_code)
         self.model.to(self.device).eval()
         from guardray.modeling.limits import max_input_tokens
 

@@ -49,6 +49,7 @@ from guardray.evaluate.results import (
 )
 from guardray.metrics import binary as M
 from guardray.metrics.threshold import ThresholdChoice, choose_threshold
+from guardray.modeling.base import portable_ref
 
 log = logging.getLogger(__name__)
 
@@ -175,11 +176,14 @@ class _Context:
 
 
 def _model_card(cfg) -> dict[str, Any]:
-    if not cfg.model or not os.path.isdir(cfg.model):
+    from guardray.modeling.remote import local_model
+
+    folder = local_model(cfg.model, field="model") if cfg.model else None
+    if not folder or not os.path.isdir(folder):
         return {}
     from guardray.modeling.checkpoint import read_model_card
 
-    return read_model_card(cfg.model)
+    return read_model_card(folder)
 
 
 def _load_policies(cfg) -> dict[str, Any]:
@@ -218,7 +222,7 @@ def _predictor_spec(cfg, input_format: str, descriptions):
 
     inf = cfg.inference
     return PredictorSpec(
-        model=os.path.abspath(cfg.model) if os.path.exists(cfg.model) else cfg.model,
+        model=portable_ref(cfg.model),  # each predictor resolves it on its node
         input_format=input_format,
         descriptions=dict(descriptions),
         max_length=inf.max_length, device=inf.device,

@@ -26,7 +26,7 @@ from guardray import schema as S
 from guardray.errors import RunError
 from guardray.finetune.data import Group, build_groups, build_inputs, load_frames
 from guardray.metrics.binary import nan_to_none
-from guardray.modeling.base import resolve_base
+from guardray.modeling.base import portable_ref, resolve_base
 from guardray.modeling.limits import check_max_length
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,8 @@ def finetune_one(cfg, base: str, group: Group, seed: int, policies: dict, *,
 
 
 def _trial(config: dict, *, groups: dict, policies: dict, cfg_data: dict, base: str) -> None:
-    """Ray Tune function trainable: one (group, seed) run."""
+    """Ray Tune function trainable: one (group, seed) run; ``base`` is a `portable_ref`,
+    resolved on the trial's node."""
     import torch
     from ray import tune
 
@@ -146,7 +147,7 @@ def _trial(config: dict, *, groups: dict, policies: dict, cfg_data: dict, base: 
     def report(record: dict) -> None:
         tune.report({k: v for k, v in record.items() if isinstance(v, (int, float))})
 
-    final = finetune_one(cfg, base, group, seed, policies, on_eval=report)
+    final = finetune_one(cfg, resolve_base(base), group, seed, policies, on_eval=report)
     tune.report({**{k: v for k, v in final.items() if isinstance(v, (int, float, str))},
                  "done": True})
 
@@ -201,7 +202,7 @@ def run_finetune(cfg, connect: Callable[[], None] | None = None) -> dict[str, An
              cfg.resolved_input_format, ", ".join(g.name for g in groups))
     trainable = tune.with_parameters(
         _trial, groups={g.name: g for g in groups}, policies=policies,
-        cfg_data=cfg.model_dump(mode="json"), base=base)
+        cfg_data=cfg.model_dump(mode="json"), base=portable_ref(cfg.model.base))
     resources = {"cpu": cfg.trials.cpus_per_trial, "gpu": cfg.trials.gpus_per_trial}
     tuner = tune.Tuner(
         tune.with_resources(trainable, resources),

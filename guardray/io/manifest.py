@@ -11,7 +11,8 @@ can be audited and compared later (docs/ARCHITECTURE.md, "Data contracts")::
       "inputs": ["s3://bucket/run1/sdg"],
       "config": {...resolved config...},
       "counts": {"in": 1000, "out": 930, "dropped": {"exact_duplicate": 50, "near_duplicate": 20}},
-      "extra": {...anything else: outputs, timings, seeds...}
+      "extra": {...anything else: outputs, timings, seeds...},
+      "ray_nodes": {"<node id>": 12, ...}   # optional: where the stage's Ray tasks ran
     }
 
 The file is written atomically (`guardray.io.uris.write_json_atomic`): readers see the old
@@ -31,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from guardray.errors import DataError
-from guardray.io import uris
+from guardray.io import ray_nodes, uris
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +86,10 @@ def write_manifest(
         "counts": _check_counts(counts),
         "extra": to_jsonable(dict(extra or {}), "extra"),
     }
+    nodes = ray_nodes.job_nodes()
+    if nodes is not None:  # {node id: tasks} where the stage's Ray work ran
+        manifest["ray_nodes"] = nodes
+    ray_nodes.mark()
     target = uris.join_uri(dir_uri, MANIFEST_NAME)
     uris.write_json_atomic(target, manifest, storage_options)
     logger.info("wrote manifest %s (stage %s, counts %s)", target, stage, manifest["counts"])

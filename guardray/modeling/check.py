@@ -65,6 +65,10 @@ def check_model(ref: str, *, trust_remote_code: bool = False, field: str = "mode
     Raises:
         ModelError: one line naming ``field``, the model and what is wrong.
     """
+    from guardray.modeling.remote import is_remote, localize
+
+    if is_remote(ref):  # checked as the copy every node loads
+        ref = str(localize(ref, field=field))
     if is_local_ref(ref):
         check_model_folder(ref, trust_remote_code=trust_remote_code, field=field,
                            trust_field=trust_field)

@@ -173,11 +173,16 @@ class WorkersSection(StrictModel):
         cpus_per_worker: logical CPUs each reserves (fractions: on a small machine 0.5 leaves
             room for Ray Data; a worker taking a whole CPU there deadlocks the data path).
         use_gpu: one GPU per worker (NCCL); else CPU with gloo.
+        placement_strategy: how Ray places the workers' bundles (Ray Train ``ScalingConfig``):
+            ``PACK`` fills a node first (fastest collectives), ``SPREAD`` puts them on
+            different nodes where it can (a lost node takes fewer ranks, more aggregate
+            memory bandwidth), ``STRICT_SPREAD`` requires one node per worker.
     """
 
     num_workers: int = Field(default=2, ge=1)
     cpus_per_worker: float = Field(default=0.5, gt=0)
     use_gpu: bool = False
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
 
 
 class FailureSection(StrictModel):

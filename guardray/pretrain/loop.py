@@ -55,6 +55,7 @@ import tempfile
 import time
 from typing import Any
 
+from guardray.modeling.base import resolve_base
 from guardray.pretrain.engine import (
     DS_TAG,
     LOOP_STATE,
@@ -99,7 +100,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     threads = cfg.train.torch_threads or max(1, math.ceil(cfg.workers.cpus_per_worker))
     torch.set_num_threads(threads)
     deepspeed = prepare_deepspeed(cfg.workers.use_gpu)
-    engine, model = build_engine(deepspeed, cfg, config["base"], plan, world)
+    base = resolve_base(config["base"])  # on this worker's node (a copy of s3://, tiny:, ...)
+    engine, model = build_engine(deepspeed, cfg, base, plan, world)
     start_step = restore(engine, config.get("resume"))
     log_dir = config["log_dir"]
     _write_worker_record(log_dir, rank, start_step)
@@ -110,7 +112,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         else:
             log.info("rank %d: the run already finished (%d steps); nothing to train", rank,
                      start_step)
-        probe = _probe_logits(engine, config["base"], config.get("probe_texts") or [], cfg)
+        probe = _probe_logits(engine, base, config.get("probe_texts") or [], cfg)
     finally:
         state.close()
     return {"global_step": state.global_step, "start_step": start_step,

@@ -221,6 +221,7 @@ def run_pretrain(cfg, connect: Callable[[], None] | None = None) -> dict[str, An
     )
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from guardray.modeling.base import portable_ref
     from guardray.pretrain.data import rank_dataset_name, steps_per_epoch
     from guardray.pretrain.loop import train_loop_per_worker
     from guardray.pretrain.plan import plan_steps
@@ -250,14 +251,15 @@ def run_pretrain(cfg, connect: Callable[[], None] | None = None) -> dict[str, An
     resources = {"CPU": w.cpus_per_worker, **({"GPU": 1} if w.use_gpu else {})}
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": cfg.model_dump(mode="json"), "base": base,
+        train_loop_config={"cfg": cfg.model_dump(mode="json"), "base": portable_ref(cfg.model.base),
                            "plan": {"micro_per_epoch": plan.micro_per_epoch,
                                     "grad_accum": plan.grad_accum,
                                     "total_steps": plan.total_steps},
                            "info": info, "log_dir": log_dir, "probe_texts": list(PROBE_TEXTS),
                            "resume": resume},
         scaling_config=ScalingConfig(num_workers=w.num_workers, use_gpu=w.use_gpu,
-                                     resources_per_worker=resources),
+                                     resources_per_worker=resources,
+                                     placement_strategy=w.placement_strategy),
         datasets={rank_dataset_name(r): part for r, part in enumerate(parts)},
         dataset_config=DataConfig(datasets_to_split=[]),  # each rank reads its own part
         run_config=RunConfig(

@@ -102,10 +102,16 @@ def _card_f1(card: dict[str, Any]) -> float:
 
 
 def find_checkpoints(root: str) -> list[str]:
-    """Guardray classifier folders under a finetune output folder (or the folder itself)."""
+    """Guardray classifier folders under a finetune output folder (or the folder itself).
+
+    A folder on shared storage (``s3://``) is copied once into this node's cache
+    (`guardray.modeling.remote.localize`, layout kept): the driver reads the weights and puts
+    them into Ray's object store, so trials on any node get them from there.
+    """
     if "://" in root:
-        raise ConfigError(f"pool: {root!r} is not a local folder; the merge search reads "
-                          "local checkpoints (download the finetune outputs first)")
+        from guardray.modeling.remote import localize
+
+        root = str(localize(root, field="pool.finetune_dirs"))
     path = Path(root)
     if (path / MODEL_CARD).is_file():
         return [str(path.resolve())]

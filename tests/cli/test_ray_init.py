@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 PROBE = r"""
@@ -59,3 +61,24 @@ def test_a_local_instance_listens_on_loopback_only(tmp_path):
     exposed = [entry for entry in probe["listening"] if entry[1] not in LOOPBACK]
     assert not exposed, f"listening beyond loopback: {exposed}"
     assert probe["node_ip"] == "127.0.0.1" and probe["workers"] >= 1
+
+
+def test_local_paths_are_refused_on_a_cluster_of_several_nodes():
+    """Workers on other nodes cannot read the driver's disk: a local output location on a
+    multi-node cluster is a ConfigError naming the field, unless the filesystem is shared."""
+    from types import SimpleNamespace
+
+    from guardray.cli.ray_init import check_shared_storage
+    from guardray.config.base import RayConfig
+    from guardray.errors import ConfigError
+
+    job = SimpleNamespace(output_dir="outputs/run1", storage_path="s3://b/ray", log_dir=None)
+    with pytest.raises(ConfigError, match=r"output_dir: 'outputs/run1' is a path on the "
+                                          r"driver's machine, but the Ray cluster has 2 nodes"):
+        check_shared_storage(RayConfig(), job, nodes=2)
+    check_shared_storage(RayConfig(), job, nodes=1)  # one node: its disk is everyone's
+    check_shared_storage(RayConfig(shared_filesystem=True), job, nodes=3)
+    check_shared_storage(RayConfig(), SimpleNamespace(output_dir="s3://b/run1"), nodes=3)
+    with pytest.raises(ConfigError, match="log_dir"):
+        check_shared_storage(RayConfig(), SimpleNamespace(output_dir="s3://b/x",
+                                                          log_dir="/tmp/tb"), nodes=2)
