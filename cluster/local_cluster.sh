@@ -30,6 +30,10 @@ CPUS="${GR_NODE_CPUS:-2}"
 BIN="$(cd "${PYTHON_BIN:-.venv/bin}" && pwd)"
 export PATH="$BIN:$PATH" RAY_USAGE_STATS_ENABLED=0 RAY_AUTH_MODE="${RAY_AUTH_MODE:-disabled}"
 
+free_port() {  # each node's dashboard agent needs its own HTTP port (Ray's default: 52365)
+  "$BIN/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
 pids() {  # processes of this cluster: Ray's own carry a node's temp dir or the GCS address
   pgrep -f -- "$DIR(-w[0-9]+)?/|--temp-dir=$DIR|[0-9.]+:$PORT( |$)" || true
 }
@@ -44,14 +48,16 @@ start() {
   ray start --head --node-ip-address 127.0.0.1 --port "$PORT" \
     --dashboard-host 127.0.0.1 --dashboard-port "$DASH" --ray-client-server-port "$CLIENT" \
     --num-cpus "$CPUS" --resources '{"gr_head": 1}' --temp-dir "$DIR" \
-    --disable-usage-stats >"$DIR/head.log" 2>&1 || { cat "$DIR/head.log" >&2; exit 1; }
+    --dashboard-agent-listen-port "$(free_port)" \
+    --disable-usage-stats >"$DIR/head.log" 2>&1 || { cat "$DIR/head.log" >&2; stop >/dev/null; exit 1; }
   for i in $(seq 1 "$workers"); do
     # Its own temp dir, as on a separate machine: nodes sharing one would unpack each job's
     # working_dir into the same folder, and the second unpack deletes the driver's cwd.
     mkdir -p "$DIR-w$i"
     ray start --address "127.0.0.1:$PORT" --node-ip-address 127.0.0.1 \
       --num-cpus "$CPUS" --resources "{\"gr_w$i\": 1}" --temp-dir "$DIR-w$i" \
-      >"$DIR/worker$i.log" 2>&1 || { cat "$DIR/worker$i.log" >&2; exit 1; }
+      --dashboard-agent-listen-port "$(free_port)" \
+      >"$DIR/worker$i.log" 2>&1 || { cat "$DIR/worker$i.log" >&2; stop >/dev/null; exit 1; }
   done
   # The Jobs API answers "No available agent to submit job" until the head's dashboard agent
   # has registered: wait for a real (empty) job to be accepted.
@@ -64,7 +70,8 @@ start() {
     sleep 2
   done
   cat "$DIR/ready.log" >&2
-  echo "the Jobs API did not accept a job within 120 s" >&2
+  echo "the Jobs API did not accept a job within 120 s; stopping the cluster" >&2
+  stop >/dev/null
   exit 1
 }
 

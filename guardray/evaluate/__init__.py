@@ -20,6 +20,7 @@ __getattr__, __all__ = lazy_exports(__name__, {
     "EvaluateConfig": "config",
     "run_evaluation": "runner",
     "EvaluationError": "results",
+    "METRICS_JSON": "results",
     "DatasetResult": "results",
     "load_results": "results",
     "compare_evaluations": "report",

@@ -76,30 +76,35 @@ def test_sets(cfg, policy: str) -> list[dict[str, Any]]:
     return sets
 
 
+def _metrics(ledger, key: str, ecfg) -> dict[str, Any]:
+    """``run_evaluation(ecfg)``, or its saved ``metrics.json`` when ``ledger`` (a
+    `guardray.pipeline.resume.Ledger`) has step ``key`` finished with this config."""
+    from guardray.evaluate import METRICS_JSON, run_evaluation
+
+    return ledger.step(key, ecfg, uris.join_uri(ecfg.output_dir, METRICS_JSON),
+                       lambda: run_evaluation(ecfg))
+
+
 def evaluate_guard(cfg, data_dir: str, policy: str, model_dir: str, model: str,
-                   name: str) -> dict[str, Any]:
+                   name: str, ledger) -> dict[str, Any]:
     """Score one model under ``policy`` on its test sets; the row of the quality table
     (``{"policy", "model", "test", "cross_source", "judged_guard", "alarming_safe"}``, each a
     metrics record or None)."""
-    from guardray.evaluate import run_evaluation
-
     ecfg = W.evaluate_config(cfg, data_dir, policy, model_dir, name=name,
                              extra=test_sets(cfg, policy))
-    records = {r["dataset"]: r for r in run_evaluation(ecfg)["datasets"]}
+    records = {r["dataset"]: r for r in _metrics(ledger, f"evaluate/{name}", ecfg)["datasets"]}
     return {"policy": policy, "model": model, "test": records.get(TEST),
             "cross_source": records.get(CROSS), "judged_guard": records.get(JUDGED),
             "alarming_safe": records.get(ALARMING)}
 
 
-def judge_policy(cfg, policy: str) -> dict[str, Any] | None:
+def judge_policy(cfg, policy: str, ledger) -> dict[str, Any] | None:
     """The LLM judge's record on the judged sample of ``policy`` (None: nothing to judge)."""
-    from guardray.evaluate import run_evaluation
-
     folder = W.out(cfg, "evaluate", "judged", policy)
     if not cfg.evaluation.judge or not uris.exists(folder, cfg.storage_options or None):
         return None
     jcfg = W.judge_config(cfg, policy, {"path": folder, "name": JUDGED})
-    return run_evaluation(jcfg)["datasets"][0]
+    return _metrics(ledger, f"judge/{policy}", jcfg)["datasets"][0]
 
 
 def check_targets(row: dict[str, Any], targets) -> str | None:

@@ -10,7 +10,9 @@ on cross-source, judged and alarming-but-safe prompts, `guardray.pipeline.evalua
 written even when a stage fails, and re-raises.
 
 Rerunning with the same config resumes: generation skips finished tasks, pretraining
-restores its latest checkpoint, fine-tuning and evaluation are redone.
+restores its latest checkpoint, and pretraining, fine-tuning, the merge search and each
+evaluation that a previous run finished with the same config are reused, not redone
+(`guardray.pipeline.resume`).
 """
 
 from __future__ import annotations
@@ -103,6 +105,9 @@ def run_pipeline(cfg: PipelineConfig, connect: Callable[[], None]) -> str:
 
 
 def _run_stages(cfg: PipelineConfig, plan: StagePlan, policies, report: Report) -> None:
+    from guardray.pipeline.resume import Ledger
+
+    ledger = Ledger(cfg.output_dir, cfg.storage_options)
     stage = "seed"
     try:
         report.done("seed", run_seed(cfg, policies))
@@ -117,17 +122,17 @@ def _run_stages(cfg: PipelineConfig, plan: StagePlan, policies, report: Report) 
             _run_data(cfg, plan, report)
         if plan.pretrain is not None:
             stage = "pretrain"
-            _run_pretrain(cfg, plan, report)
+            _run_pretrain(cfg, plan, report, ledger)
         if plan.finetune is not None:
             stage = "finetune"
-            best = _run_finetune(plan.finetune, report)
+            best = _run_finetune(plan.finetune, report, ledger)
             uniguard = None
             if plan.merge is not None:
                 stage = "merge"
-                uniguard = _run_merge(plan.merge, report)
+                uniguard = _run_merge(plan.merge, report, ledger)
             if plan.evaluate is not None:
                 stage = "evaluate"
-                _run_evaluate(cfg, plan, best, report, uniguard)
+                _run_evaluate(cfg, plan, best, report, uniguard, ledger)
     except BaseException as exc:
         report.results[stage] = ("failed", f"{type(exc).__name__}: {str(exc)[:300]}")
         order = [s.name for s in STAGES]
@@ -201,16 +206,22 @@ def _run_generate(gcfg, report: Report) -> None:
                              f"in {dedup['output_dir']}")
 
 
-def _run_pretrain(cfg: PipelineConfig, plan: StagePlan, report: Report) -> None:
+def _reused(ledger, key: str) -> str:
+    return " (finished in a previous run with this config: reused)" if key in ledger.reused \
+        else ""
+
+
+def _run_pretrain(cfg: PipelineConfig, plan: StagePlan, report: Report, ledger) -> None:
     from guardray.pretrain import run_pretrain
 
     pcfg = plan.pretrain
     diverse = W.diverse_policies_file(cfg)
     if plan.generate is not None and uris.exists(diverse, cfg.storage_options or None):
         pcfg = W.pretrain_config(cfg, plan.data_dir, diverse=[diverse])
-    summary = run_pretrain(pcfg)
+    summary = ledger.step("pretrain", pcfg, uris.join_uri(pcfg.output_dir, "summary.json"),
+                          lambda: run_pretrain(pcfg))
     report.done("pretrain", f"GIP checkpoint in {W.gip_model_dir(pcfg)} "
-                            f"({_pretrain_detail(summary)})")
+                            f"({_pretrain_detail(summary)})" + _reused(ledger, "pretrain"))
 
 
 def _pretrain_detail(summary: dict[str, Any]) -> str:
@@ -222,33 +233,35 @@ def _pretrain_detail(summary: dict[str, Any]) -> str:
     return ", ".join(parts) or "finished"
 
 
-def _run_finetune(fcfg, report: Report) -> dict[str, dict[str, Any]]:
+def _run_finetune(fcfg, report: Report, ledger) -> dict[str, dict[str, Any]]:
     from guardray.finetune import run_finetune
 
-    summary = run_finetune(fcfg)
+    summary = ledger.step("finetune", fcfg, uris.join_uri(fcfg.output_dir, "summary.json"),
+                          lambda: run_finetune(fcfg))
     best = summary["best"]
     report.done("finetune", f"{summary['method']} ({summary['tuning']}) from "
                             f"{summary['base_model']}: " + ", ".join(
                                 f"{g} val F1 {r['best_val_f1']:.3f}"
-                                for g, r in sorted(best.items())))
+                                for g, r in sorted(best.items())) + _reused(ledger, "finetune"))
     return best
 
 
-def _run_merge(scfg, report: Report) -> dict[str, Any]:
+def _run_merge(scfg, report: Report, ledger) -> dict[str, Any]:
     from guardray.search import run_search
 
-    s = run_search(scfg)
+    s = ledger.step("merge", scfg, uris.join_uri(scfg.output_dir, "summary.json"),
+                    lambda: run_search(scfg))
     members = ", ".join(str(m) for m in s.get("members", []))
     report.done("merge", f"UniGuard in {s['model_dir']}: {s['method']} of {members}; "
                          f"validation objective {num(s.get('objective'))} (mean "
                          f"{num(s.get('objective_mean'))}, worst policy "
                          f"{num(s.get('objective_worst'))}) after {s.get('trials')} trials; "
-                         f"recipe {s['recipe']}")
+                         f"recipe {s['recipe']}" + _reused(ledger, "merge"))
     return s
 
 
 def _run_evaluate(cfg: PipelineConfig, plan: StagePlan, best: dict[str, dict[str, Any]],
-                  report: Report, uniguard: dict[str, Any] | None = None) -> None:
+                  report: Report, uniguard: dict[str, Any] | None, ledger) -> None:
     """Evaluate each policy's model on its test sets (a multi-policy model under each policy),
     UniGuard under every policy, and the LLM judge on the judged rows
     (`guardray.pipeline.evaluation`).
@@ -281,13 +294,13 @@ def _run_evaluate(cfg: PipelineConfig, plan: StagePlan, best: dict[str, dict[str
                 done.append(f"{policy}: no test rows")
                 continue
             name = policy if per_policy and group == policy else f"{group}-{policy}"
-            row = E.evaluate_guard(cfg, plan.data_dir, policy, checkpoint, model, name)
+            row = E.evaluate_guard(cfg, plan.data_dir, policy, checkpoint, model, name, ledger)
             test = row["test"] or {}
             report.evaluation.append({"policy": policy, "model": model, **{
                 k: test.get(k) for k in ("n", "precision", "recall", "f1", "auroc",
                                          "threshold")}})
             if policy not in judged:
-                judged[policy] = E.judge_policy(cfg, policy)
+                judged[policy] = E.judge_policy(cfg, policy, ledger)
             row["judged_judge"] = judged[policy]
             row["targets"] = E.check_targets(row, cfg.evaluation.targets)
             report.quality.append(row)

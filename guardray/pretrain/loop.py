@@ -145,9 +145,12 @@ def truncate_history(path: str, start_step: int) -> int:
 
 
 def _write_worker_record(log_dir: str, rank: int, start_step: int) -> None:
+    import ray
+
     from guardray.io.uris import write_json_atomic
 
     record = {"rank": rank, "pid": os.getpid(), "host": socket.gethostname(),
+              "node_id": ray.get_runtime_context().get_node_id(),
               "start_step": start_step, "time": time.time()}
     write_json_atomic(os.path.join(log_dir, "workers", f"rank{rank}.json"), record)
 

@@ -62,6 +62,22 @@ def test_debug_pipeline_chains_seed_pretrain_finetune_evaluate(ray_session, tmp_
     assert "| tax | UniGuard |" in report and "| finance | UniGuard |" in report
     assert report in capsys.readouterr().out
 
+    # A rerun (a resubmitted job) reuses every finished training and evaluation step: nothing
+    # is trained or written again, and the report is the same but for the reuse notes.
+    weights = tmp_path / "finetune" / "tax" / "seed0" / "model.safetensors"
+    stamps = {p: p.stat().st_mtime_ns for p in (weights, tmp_path / "search" / "summary.json",
+                                                tmp_path / "evaluate" / "tax" / "metrics.json")}
+    main(load_config(PipelineConfig, DEBUG, [f"output_dir={tmp_path}"]))
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    again = (tmp_path / "report.md").read_text()
+    for stage in ("pretrain", "finetune", "merge"):
+        line = next(ln for ln in again.splitlines() if ln.startswith(f"| {stage} | done |"))
+        assert line.endswith("(finished in a previous run with this config: reused) |"), line
+    def tables(text: str) -> str:
+        return text[text.index("## Test metrics"):text.index("\nmodels:")]
+
+    assert tables(again) == tables(report)  # the same metrics, read back from the saved results
+
 
 def test_a_failing_stage_is_reported_and_raised(ray_session, tmp_path, monkeypatch):
     from guardray.data import DatasetError

@@ -1,0 +1,55 @@
+"""The pipeline's ledger of finished steps: reuse only an unchanged step after reused ones."""
+
+from __future__ import annotations
+
+import json
+
+from guardray.pipeline.resume import LEDGER, Ledger, fingerprint
+
+
+def _steps(tmp_path, configs: dict[str, dict], calls: list[str]) -> dict[str, dict]:
+    """One pipeline run: each step writes its result file, then the ledger records it."""
+    ledger = Ledger(str(tmp_path))
+    out = {}
+    for key, cfg in configs.items():
+        result = tmp_path / f"{key}.json"
+
+        def run(key=key, cfg=cfg, result=result):
+            calls.append(key)
+            value = {"key": key, "lr": cfg["lr"]}
+            result.write_text(json.dumps(value))
+            return value
+
+        out[key] = ledger.step(key, cfg, str(result), run)
+    return out
+
+
+def test_a_rerun_reuses_finished_steps_and_reruns_from_the_first_change(tmp_path):
+    configs = {"pretrain": {"lr": 1}, "finetune": {"lr": 2}, "merge": {"lr": 3}}
+    calls: list[str] = []
+    first = _steps(tmp_path, configs, calls)
+    assert calls == ["pretrain", "finetune", "merge"]
+    assert json.loads((tmp_path / LEDGER).read_text()) == {
+        k: fingerprint(v) for k, v in configs.items()}
+
+    calls.clear()
+    assert _steps(tmp_path, configs, calls) == first and calls == []  # all reused
+
+    changed = dict(configs, finetune={"lr": 20})
+    _steps(tmp_path, changed, calls)
+    assert calls == ["finetune", "merge"]  # merge's input changed with finetune: it reruns
+
+
+def test_a_step_without_its_result_file_runs_again(tmp_path):
+    configs = {"pretrain": {"lr": 1}, "finetune": {"lr": 2}}
+    calls: list[str] = []
+    _steps(tmp_path, configs, calls)
+    (tmp_path / "pretrain.json").unlink()  # e.g. a driver killed between writes
+    calls.clear()
+    _steps(tmp_path, configs, calls)
+    assert calls == ["pretrain", "finetune"]
+
+
+def test_fingerprint_is_order_independent_and_value_sensitive():
+    assert fingerprint({"a": 1, "b": [1, 2]}) == fingerprint({"b": [1, 2], "a": 1})
+    assert fingerprint({"a": 1}) != fingerprint({"a": 2})
