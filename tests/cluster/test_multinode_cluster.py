@@ -117,18 +117,24 @@ def test_a_local_output_dir_is_refused_on_two_nodes(cluster, tmp_path):
     assert not (tmp_path / "run" / "seed").exists()  # refused before any stage wrote
 
 
-def _wait_for_key(s3_client, bucket: str, key: str, client, job_id: str, deadline: float):
+def _wait_for_ledger_step(s3_client, bucket: str, key: str, step: str, client, job_id: str,
+                          deadline: float) -> None:
+    """Until the pipeline's ledger (``key``) records ``step`` as finished."""
     import time
 
     from ray.job_submission import JobStatus
 
     while time.time() < deadline:
-        if s3_client.list_objects_v2(Bucket=bucket, Prefix=key).get("KeyCount"):
-            return
+        try:
+            body = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            if step in json.loads(body):
+                return
+        except s3_client.exceptions.NoSuchKey:
+            pass
         assert client.get_job_status(job_id) in (JobStatus.PENDING, JobStatus.RUNNING), \
             client.get_job_logs(job_id)[-4000:]
         time.sleep(2)
-    pytest.fail(f"no {key} within the time limit")
+    pytest.fail(f"{step} not finished within the time limit")
 
 
 def test_a_killed_driver_resubmitted_resumes_without_redoing_finished_stages(cluster, s3_client):
@@ -146,8 +152,8 @@ def test_a_killed_driver_resubmitted_resumes_without_redoing_finished_stages(clu
     first = _submit(address, env, f"output_dir=s3://{bucket}/run",
                     submit_args=("--submission-id", job_id, "--no-wait"), timeout=300)
     assert first.returncode == 0, first.stderr
-    _wait_for_key(s3_client, bucket, "run/finetune/manifest.json", client, job_id,
-                  time.time() + 900)
+    _wait_for_ledger_step(s3_client, bucket, "run/_stages.json", "finetune", client, job_id,
+                          time.time() + 900)
     assert client.stop_job(job_id)
     while client.get_job_status(job_id) in (JobStatus.PENDING, JobStatus.RUNNING):
         time.sleep(1)
