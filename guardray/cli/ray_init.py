@@ -76,12 +76,13 @@ def check_shared_storage(cfg, job, nodes: int) -> None:
         ConfigError: naming the field, the path and the two ways out.
     """
     from guardray.errors import ConfigError
+    from guardray.io.uris import parse_uri
 
     if nodes <= 1 or cfg.shared_filesystem or job is None:
         return
     for field in SHARED_FIELDS:
         value = getattr(job, field, None)
-        if isinstance(value, str) and value and "://" not in value:
+        if isinstance(value, str) and value and not parse_uri(value).is_s3:
             raise ConfigError(
                 f"{field}: {value!r} is a path on the driver's machine, but the Ray cluster has "
                 f"{nodes} nodes: workers on the others cannot read or write it. Use shared "

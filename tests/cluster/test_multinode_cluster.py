@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -27,16 +26,10 @@ SCRIPT = REPO / "cluster" / "local_cluster.sh"
 BIN = Path(sys.executable).parent
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def cluster(s3_server):
     """A head + 1 worker node; yields ``(jobs address, environment for ray commands)``."""
-    from conftest import S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY
+    from conftest import S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY, _free_port
 
     env = {**os.environ,
            "GR_CLUSTER_DIR": f"/tmp/gr-mn-{uuid.uuid4().hex[:6]}",
