@@ -11,7 +11,8 @@ def resolve_base(ref: str) -> str:
     """A local folder (or hub id) for ``model.base``, on the node that calls it.
 
     ``embedded:NAME`` resolves to the packaged offline model; ``tiny:xlmr`` builds (once, in
-    guardray's cache) a tiny random XLM-R classifier with a real tokenizer; ``s3://...`` is
+    guardray's cache) a tiny random XLM-R classifier with a real tokenizer, ``tiny:llama-chat``
+    a tiny random Llama chat model (ChatML template); ``s3://...`` is
     copied once into this node's cache (`guardray.modeling.remote.localize`); a relative path
     becomes absolute (trials run in their own working directory); anything else is a hub id.
     """
@@ -43,9 +44,11 @@ def portable_ref(ref: str) -> str:
 def _tiny_base(kind: str):
     from guardray.io.folders import build_once
     from guardray.modeling.offline import cache_dir
-    from guardray.modeling.tiny import build_tiny_xlmr
+    from guardray.modeling.tiny import build_tiny_chat_lm, build_tiny_xlmr
 
+    if kind == "llama-chat":
+        return build_once(cache_dir() / "models" / "tiny-llama-chat", build_tiny_chat_lm)
     if kind != "xlmr":
-        raise ValueError(f"unknown tiny model {kind!r}; valid: tiny:xlmr")
+        raise ValueError(f"unknown tiny model {kind!r}; valid: tiny:xlmr, tiny:llama-chat")
     return build_once(cache_dir() / "models" / "tiny-xlmr-classifier",
                       lambda tmp: build_tiny_xlmr(tmp, task="sequence-classification", seed=0))

@@ -250,3 +250,49 @@ def build_xlmr_family(root: str | Path) -> dict[str, Path]:
         paths[f"ft{i}"] = root / f"ft{i}"
         perturbed_copy(base, 200 + i).save_pretrained(paths[f"ft{i}"], safe_serialization=True)
     return paths
+
+
+# --------------------------------------------------------------------------- chat causal LM
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_tiny_chat_lm(out_dir: str | Path, *, seed: int = 0, vocab_size: int = 320):
+    """A tiny random Llama chat model: byte-level BPE tokenizer, ChatML template (SmolLM2's).
+
+    The tokenizer is trained on the built-in corpus (so any text encodes and decodes back),
+    with ``<|im_start|>`` / ``<|im_end|>`` as special tokens and ``<|im_end|>`` as EOS; the
+    model has hidden size 32 and 2 layers. ``model.base: tiny:llama-chat`` builds it.
+    """
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(
+        _CORPUS * 4,
+        trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>",
+                                   eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   unk_token="<|endoftext|>")
+    fast.chat_template = CHATML_TEMPLATE
+    ids = {s: tok.token_to_id(s) for s in specials}
+    cfg = LlamaConfig(
+        vocab_size=tok.get_vocab_size(), hidden_size=32, intermediate_size=64,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        max_position_embeddings=512, tie_word_embeddings=True,
+        bos_token_id=ids["<|im_start|>"], eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"])
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(cfg).eval()
+    out = Path(out_dir)
+    model.save_pretrained(out, safe_serialization=True)
+    fast.save_pretrained(str(out))
+    return out
