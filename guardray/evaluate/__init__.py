@@ -29,4 +29,6 @@ __getattr__, __all__ = lazy_exports(__name__, {
     "PredictorSpec": "predict",
     "unsafe_index": "predict",
     "JudgeUnavailableError": "judges",
+    "build_response_messages": "judges",
+    "parse_answer": "judges",
 })

@@ -27,9 +27,13 @@ log = logging.getLogger(__name__)
 
 def chat_tokens(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
     """Token ids of ``messages`` as the model sees them: its chat template with the
-    generation prompt (plain concatenated contents for a tokenizer without a template)."""
+    generation prompt, or continuing a final assistant message (prefill); plain concatenated
+    contents for a tokenizer without a template."""
     if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        from guardray.llm.messages import chat_template_flags
+
+        text = tokenizer.apply_chat_template(messages, tokenize=False,
+                                             **chat_template_flags(messages))
     else:
         text = "\n".join(m["content"] for m in messages)
     return tokenizer(text, add_special_tokens=False)["input_ids"]

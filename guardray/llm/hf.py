@@ -10,6 +10,11 @@ exact sample from ``softmax(logits / T_i)`` (after the top-p mask). Because each
 noise from its own seeded generator, a row's completion does not depend on the other rows in
 its batch (up to float rounding of padded attention), which makes batched generation
 reproducible and lets an interrupted job regenerate exactly the same rows.
+
+Prefill: a conversation that ends with an assistant message is continued, not answered
+(`guardray.llm.messages.continues_final_message`): the template is rendered with
+``continue_final_message=True`` (no end-of-turn after the message, no new assistant header)
+and `Generation.text` is the continuation only; the caller joins it to the prefix.
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from guardray.llm.errors import LLMBackendError
+from guardray.llm.messages import chat_template_flags
+
 log = logging.getLogger(__name__)
 
 
@@ -28,7 +36,8 @@ class Generation:
     """One completion.
 
     Attributes:
-        text: the generated text (special tokens removed, cut at a stop string).
+        text: the generated text (special tokens removed, cut at a stop string); for a
+            conversation ending with an assistant message (a prefill), only the continuation.
         prompt_tokens: tokens of the templated prompt.
         completion_tokens: new tokens generated for this row (up to the stop).
         finish_reason: ``"stop"`` (end of turn or a stop string) or ``"length"``.
@@ -116,8 +125,22 @@ class HFChatGenerator:
         return len(self._encode_one(conversation))
 
     def _encode_one(self, conversation: list[dict[str, str]]) -> list[int]:
-        text = self.tokenizer.apply_chat_template(conversation, tokenize=False,
-                                                  add_generation_prompt=True)
+        """Token ids of the templated prompt: a new assistant turn, or the continuation of a
+        final assistant message (see the module docstring).
+
+        Raises:
+            LLMBackendError: the chat template cannot continue a final assistant message.
+        """
+        flags = chat_template_flags(conversation)
+        try:
+            text = self.tokenizer.apply_chat_template(conversation, tokenize=False, **flags)
+        except ValueError as exc:
+            if not flags["continue_final_message"]:
+                raise
+            # transformers checks that the final message survives the template verbatim.
+            raise LLMBackendError(
+                f"transformers backend: the chat template of {self.model_ref!r} cannot continue "
+                f"a final assistant message (prefill): {exc}") from exc
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def generate(self, conversations: list[list[dict[str, str]]],
@@ -125,11 +148,13 @@ class HFChatGenerator:
         """Generate one completion per conversation in a single batched ``generate`` call.
 
         Args:
-            conversations: chat messages per row (non-empty lists).
+            conversations: chat messages per row (non-empty lists); a row ending with an
+                assistant message is a prefill: the model continues that message.
             sampling: settings per row (same length).
 
         Returns:
-            One `Generation` per row, in order.
+            One `Generation` per row, in order; a prefill row's text is the continuation
+            only (the prefix is not repeated).
         """
         import torch
         from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList

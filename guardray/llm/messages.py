@@ -3,6 +3,15 @@
 Chat messages are the OpenAI shape: a list of ``{"role": str, "content": str}`` with roles
 ``system``, ``user`` or ``assistant``. Inside Ray Data they arrive as lists, numpy arrays or
 Arrow structs of such dicts; `normalize_messages` turns any of them into plain Python.
+
+Prefill: a conversation whose last message is an ``assistant`` message asks the model to
+*continue* that message (`continues_final_message`): the prompt ends with the message's text
+and no end-of-turn, and the generated text is the continuation only, without the prefix.
+`chat_template_flags` gives the matching ``apply_chat_template`` / vLLM request flags.
+How each backend honours it: ``transformers`` (`guardray.llm.hf`) renders the template with
+these flags; ``vllm`` gets them from ray.data.llm's chat-template stage, which continues the
+final message of every conversation that does not end with a user message; ``openai_http``
+sends them as the request fields vLLM's OpenAI server reads (`guardray.llm.ray_llm`).
 """
 
 from __future__ import annotations
@@ -53,6 +62,19 @@ def normalize_messages(value: Any) -> list[dict[str, str]]:
                                 f"{type(content).__name__}")
         out.append({"role": role, "content": content})
     return out
+
+
+def continues_final_message(messages: list[dict[str, str]]) -> bool:
+    """True when ``messages`` end with an assistant message: a prefill the model continues."""
+    return bool(messages) and messages[-1]["role"] == "assistant"
+
+
+def chat_template_flags(messages: list[dict[str, str]]) -> dict[str, bool]:
+    """``add_generation_prompt`` / ``continue_final_message`` for ``messages`` (exactly one is
+    True): the keyword arguments of ``apply_chat_template`` and the fields of vLLM's chat
+    request. A final assistant message is continued; otherwise a new assistant turn starts."""
+    prefill = continues_final_message(messages)
+    return {"add_generation_prompt": not prefill, "continue_final_message": prefill}
 
 
 def row_seed(base: int, *parts: Any) -> int:

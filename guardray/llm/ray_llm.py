@@ -9,6 +9,19 @@
   and leave the choice to the postprocess).
 - `require_gpus` fails fast when the cluster has no GPU, instead of a vLLM processor waiting
   forever for resources.
+
+Prefill (a conversation ending with an assistant message is continued, and the output is
+the continuation only: `guardray.llm.messages.continues_final_message`):
+
+- ``vllm``: nothing to send. ray.data.llm's ``ChatTemplateStage`` renders every conversation
+  whose last message is not a user message with ``continue_final_message=True,
+  add_generation_prompt=False`` (ray 2.60), and the engine returns the new tokens only.
+- ``openai_http``: such a row's body carries ``continue_final_message: true`` and
+  ``add_generation_prompt: false`` (`http_payload`), the request fields of vLLM's OpenAI
+  server (and guardray's own, which continues any final assistant message). An endpoint
+  that rejects unknown fields answers with an error, reported per row; one that silently
+  ignores them would answer a fresh turn instead: use prefill only with endpoints that
+  support these fields.
 """
 
 from __future__ import annotations
@@ -20,7 +33,12 @@ from typing import Any
 
 from guardray.llm.config import LLMConfig
 from guardray.llm.errors import LLMBackendConfigError, LLMBackendError
-from guardray.llm.messages import MessagesError, row_request
+from guardray.llm.messages import (
+    MessagesError,
+    chat_template_flags,
+    continues_final_message,
+    row_request,
+)
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +146,12 @@ def http_processor_config(cfg: LLMConfig):
 
 def http_payload(messages: list[dict[str, str]], seed: int | None, cfg: LLMConfig,
                  skip: bool) -> dict[str, Any]:
-    """The OpenAI chat-completions request body of one row."""
+    """The OpenAI chat-completions request body of one row.
+
+    A conversation ending with an assistant message (a prefill) also gets vLLM's
+    ``continue_final_message: true, add_generation_prompt: false`` (after
+    ``llm.http.extra_body``, which cannot undo them); other rows' bodies stay plain OpenAI.
+    """
     s = cfg.sampling
     payload: dict[str, Any] = {
         "model": cfg.model,
@@ -138,6 +161,8 @@ def http_payload(messages: list[dict[str, str]], seed: int | None, cfg: LLMConfi
         "top_p": s.top_p,
         **cfg.http.extra_body,
     }
+    if continues_final_message(messages):
+        payload.update(chat_template_flags(messages))
     if seed is not None:
         payload["seed"] = int(seed)
     if s.stop:
