@@ -63,6 +63,9 @@ JOBS: dict[str, Job] = {job.name: job for job in (
         "jobs.classify:main"),
     Job("serve", "serve a trained guard over HTTP on Ray Serve (dynamic batching, health, "
         "OpenAPI)", "guardray.serve:ServeConfig", "jobs.serve:main"),
+    Job("safeguard", "keep a fine-tuned chat LLM safe: LoRA fine-tunes, merges with its base, "
+        "attack success rate judged by a guard, trade-off report",
+        "guardray.safeguard:SafeguardConfig", "jobs.safeguard:main"),
 )}
 
 

@@ -25,6 +25,7 @@ from guardray._lazy import lazy_exports
 __getattr__, __all__ = lazy_exports(__name__, {
     "IngestConfig": "config",
     "SourceConfig": "config",
+    "PackageFiles": "config",
     "MappingRule": "config",
     "GroupSplitSettings": "config",
     "check_config": "stage",
@@ -37,4 +38,5 @@ __getattr__, __all__ = lazy_exports(__name__, {
     "ingest_source_name": "mapping",
     "generator_name": "mapping",
     "read_source": "sources",
+    "package_folder": "sources",
 })
