@@ -68,6 +68,9 @@ def run_safeguard(cfg, connect: Callable[[], None] | None = None) -> dict[str, A
                              cfg.harmful.eval_fraction, cfg.seed)
     splits = _splits(cfg, pairs, harmful)
     given = [_open_finetune(base, ref, i) for i, ref in enumerate(cfg.finetuned)]
+    labels = [label for label, _ in given]
+    given = [(label if labels.count(label) == 1 else f"{label}-{i}", ref)
+             for i, (label, ref) in enumerate(given)]  # candidate names must be unique
     guard_given = None
     if cfg.judges.guard.enabled and cfg.judges.guard.model:
         from guardray.safeguard.judge import guard_info

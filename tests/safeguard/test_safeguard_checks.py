@@ -58,3 +58,30 @@ def test_model_stock_needs_two_finetunes():
 
     with pytest.raises(ConfigError, match="model_stock, which merges two or more"):
         load_any_config(DEBUG, ("finetune.seeds=[0]",))
+
+
+def test_given_adapters_for_this_base_are_merged_into_it(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from guardray.modeling.base import resolve_base
+    from guardray.safeguard.config import FinetuneSection
+    from guardray.safeguard.run import _finetunes, _open_finetune
+    from guardray.safeguard.sft import train_lora
+
+    base = resolve_base("tiny:llama-chat")
+    settings = FinetuneSection(steps=2, batch_size=2, lr=1e-2, device="cpu", max_length=32)
+    for seed in (0, 1):
+        train_lora(base, [("q?", "a."), ("r?", "b.")], tmp_path / f"s{seed}" / "run",
+                   settings=settings, seed=seed)
+    refs = [str(tmp_path / f"s{seed}" / "run" / "adapter") for seed in (0, 1)]
+    given = [_open_finetune(base, ref, i) for i, ref in enumerate(refs)]
+    assert [label for label, _ in given] == ["run", "run"]  # the job makes them unique
+    assert given[0][1] == f"{base}+{refs[0]}"
+    cfg = load_any_config(DEBUG, (f"output_dir={tmp_path / 'out'}", f"finetuned={refs}"))
+    fts, records = _finetunes(cfg, base, [], [("a", given[0][1]), ("b", given[1][1])])
+    assert records == [] and [label for label, _ in fts] == ["a", "b"]
+    mine = load_file(f"{fts[0][1]}/model.safetensors")
+    peft_merged = load_file(tmp_path / "s0/run/merged/model.safetensors")
+    for name, tensor in peft_merged.items():
+        torch.testing.assert_close(mine[name], tensor, rtol=1e-5, atol=1e-6)
