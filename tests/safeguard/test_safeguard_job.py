@@ -87,7 +87,9 @@ def test_fingerprint_follows_what_responses_depend_on(job):
     assert base  # the config is unchanged by the run
 
 
+@pytest.mark.slow
 def test_a_rerun_reuses_finished_steps(job):
+    """A rerun trains and generates nothing (slow: ~25 s on 2 cores for the judges)."""
     cfg, result, out = job
     stamps = {p: p.stat().st_mtime_ns for p in [
         *(out / "responses").glob("*.parquet"), out / "finetune/seed0/merged/model.safetensors",
