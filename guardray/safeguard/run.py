@@ -61,10 +61,10 @@ def run_safeguard(cfg, connect: Callable[[], None] | None = None) -> dict[str, A
     check_output_location(out)
     base = resolve_base(cfg.base)
     _check_base(base, cfg)
-    pairs = D.assign_split(D.load_pairs(cfg.downstream.sources, storage_options=cfg.
-                                        storage_options), cfg.downstream.eval_fraction, cfg.seed)
-    harmful = D.assign_split(D.load_instructions(cfg.harmful.sources, storage_options=cfg.
-                                                 storage_options),
+    so = cfg.storage_options or None
+    pairs = D.assign_split(D.load_pairs(cfg.downstream.sources, storage_options=so),
+                           cfg.downstream.eval_fraction, cfg.seed)
+    harmful = D.assign_split(D.load_instructions(cfg.harmful.sources, storage_options=so),
                              cfg.harmful.eval_fraction, cfg.seed)
     splits = _splits(cfg, pairs, harmful)
     given = [_open_finetune(base, ref, i) for i, ref in enumerate(cfg.finetuned)]
@@ -72,6 +72,10 @@ def run_safeguard(cfg, connect: Callable[[], None] | None = None) -> dict[str, A
     given = [(label if labels.count(label) == 1 else f"{label}-{i}", ref)
              for i, (label, ref) in enumerate(given)]  # candidate names must be unique
     guard_given = None
+    if cfg.judges.guard.enabled:
+        from guardray.policies import load_policies
+
+        load_policies([cfg.judges.guard.policy])  # a bad policy file fails now, not after training
     if cfg.judges.guard.enabled and cfg.judges.guard.model:
         from guardray.safeguard.judge import guard_info
 

@@ -85,3 +85,10 @@ def test_given_adapters_for_this_base_are_merged_into_it(tmp_path):
     peft_merged = load_file(tmp_path / "s0/run/merged/model.safetensors")
     for name, tensor in peft_merged.items():
         torch.testing.assert_close(mine[name], tensor, rtol=1e-5, atol=1e-6)
+
+
+def test_a_missing_guard_policy(tmp_path):
+    from guardray.config import ConfigError
+
+    with pytest.raises(ConfigError, match="nope.yaml"):
+        _run(tmp_path, f"judges.guard.policy={tmp_path / 'nope.yaml'}")
