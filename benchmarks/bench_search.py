@@ -26,6 +26,7 @@ Usage:
     python benchmarks/bench_search.py [--seeds 5] [--budget 32] [--random-budget 64]
         [--work DIR] [--no-tune] [--tune-budget 24] [--plot docs/bench_search_convergence.png]
         [--main-job outputs/pipeline]   # the pool the main job trained, all its policies
+        [--searchers thompson,random] [--cache FILE]  # rerun some; reuse scored points
 """
 
 from __future__ import annotations
@@ -169,7 +170,8 @@ def drive(searcher, space, evaluate, budget: int) -> list[float]:
     return out
 
 
-def make_searcher(name: str, space, seed: int, budget: int):
+def make_searcher(name: str, space, seed: int, budget: int,
+                  thompson_options: dict | None = None):
     from guardray.search import MergeSearcher, tune_param_space
 
     if name == "optuna":
@@ -178,39 +180,77 @@ def make_searcher(name: str, space, seed: int, budget: int):
         s = OptunaSearch(metric="objective", mode="max", seed=seed)
         s.set_search_properties("objective", "max", tune_param_space(space))
         return s
-    return MergeSearcher(space, name, budget, seed=seed)
+    options = thompson_options if name == "thompson" else None
+    return MergeSearcher(space, name, budget, seed=seed, policy_options=options)
 
 
-def convergence(prep, seeds: int, budget: int, random_budget: int) -> dict[str, np.ndarray]:
+SEARCHERS = ("thompson", "egreedy", "random", "optuna")
+
+
+def pool_fingerprint(prep) -> str:
+    """What an evaluation depends on besides the point: candidates, their F1, the rows."""
+    cands = [(c.name, round(float(c.f1), 6)) for c in prep.pool.candidates]
+    return json.dumps({"candidates": cands, "rows": len(prep.rows),
+                       "methods": list(prep.space.methods)}, sort_keys=True)
+
+
+def load_cache(path: Path | None, fingerprint: str) -> dict[str, float]:
+    """Evaluations of earlier runs on the same pool (a JSON-lines file; others are ignored).
+
+    The merge and the validation score are deterministic, so a point scored once need not be
+    scored again: reruns of one policy reuse, e.g., random search's 64-trial reference."""
+    cache: dict[str, float] = {}
+    if path is not None and path.exists():
+        for line in path.read_text().splitlines():
+            rec = json.loads(line)
+            if rec.get("pool") == fingerprint:
+                cache[rec["key"]] = float(rec["objective"])
+    return cache
+
+
+def convergence(prep, seeds: int, budget: int, random_budget: int,
+                searchers: tuple[str, ...] = SEARCHERS, cache_path: Path | None = None,
+                thompson_options: dict | None = None) -> dict[str, np.ndarray]:
     import torch
 
     from guardray.search.trainable import evaluate_point
 
     torch.set_num_threads(1)  # as a trial with torch_threads=1
-    cache: dict = {}
+    fingerprint = pool_fingerprint(prep)
+    cache = load_cache(cache_path, fingerprint)
+    if cache_path is not None:
+        print(f"  {len(cache)} cached evaluations from {cache_path}", flush=True)
 
     def evaluate(point) -> float:
-        key = point.key(digits=9)
+        key = repr(point.key(digits=9))
         if key not in cache:
-            cache[key] = evaluate_point(point, prep.weights, prep.validation)["objective"]
+            cache[key] = float(evaluate_point(point, prep.weights, prep.validation)["objective"])
+            if cache_path is not None:
+                with cache_path.open("a") as f:
+                    f.write(json.dumps({"pool": fingerprint, "key": key,
+                                        "objective": cache[key]}) + "\n")
         return cache[key]
 
     curves = {}
-    for name in ("thompson", "egreedy", "random", "optuna"):
+    for name in searchers:
         n = random_budget if name == "random" else budget
         runs, started = [], time.perf_counter()
         for seed in range(seeds):
-            runs.append(drive(make_searcher(name, prep.space, seed, n), prep.space, evaluate, n))
+            searcher = make_searcher(name, prep.space, seed, n, thompson_options)
+            runs.append(drive(searcher, prep.space, evaluate, n))
         curves[name] = np.array(runs)
         print(f"  {name}: {seeds} seeds x {n} trials in {time.perf_counter() - started:.0f} s; "
-              f"best-of-{n} mean {curves[name][:, -1].mean():.4f}", flush=True)
+              f"best-of-{n} mean {curves[name][:, -1].mean():.4f} (per seed "
+              + ", ".join(f"{v:.4f}" for v in curves[name][:, -1]) + ")", flush=True)
     return curves
 
 
 def convergence_table(curves: dict[str, np.ndarray], random_budget: int) -> str:
     checkpoints = [1, 4, 8, 16, 32, 64]
-    target = curves["random"][:, random_budget - 1]  # per seed: random's best-of-64
-    target_mean = float(target.mean())
+    if "random" in curves:  # per seed: random's best-of-64
+        target_mean = float(curves["random"][:, random_budget - 1].mean())
+    else:  # without the reference, the last column stays empty
+        target_mean = float("nan")
     lines = ["| searcher | " + " | ".join(f"best@{c}" for c in checkpoints)
              + f" | trials to reach random best-of-{random_budget} (mean {target_mean:.4f}) |",
              "|---|" + "---|" * (len(checkpoints) + 1)]
@@ -229,6 +269,8 @@ def convergence_table(curves: dict[str, np.ndarray], random_budget: int) -> str:
         got = [x for x in reach if x is not None]
         text = (f"{len(got)}/{len(reach)} seeds; median {int(np.median(got))}" if got
                 else f"0/{len(reach)} seeds")
+        if not np.isfinite(target_mean):
+            text = "-"
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {text} |")
     return "\n".join(lines)
 
@@ -326,6 +368,14 @@ def main(argv: list[str] | None = None) -> None:
                    help="skip the convergence runs (throughput only)")
     p.add_argument("--tune-budget", type=int, default=24)
     p.add_argument("--plot", default=None, help="write the convergence plot (PNG) here")
+    p.add_argument("--searchers", default=",".join(SEARCHERS),
+                   help="comma-separated subset of " + ", ".join(SEARCHERS)
+                   + " (random is needed for the table)")
+    p.add_argument("--cache", default=None, metavar="FILE",
+                   help="JSON-lines file of evaluations, read and appended: reruns score only "
+                        "points not seen before on the same pool")
+    p.add_argument("--thompson-options", default=None, metavar="JSON",
+                   help='options of the Thompson policy, e.g. \'{"n_random": 0}\'')
     p.add_argument("--main-job", default=None, metavar="DIR",
                    help="search the pool a main job trained (its output_dir, e.g. "
                         "outputs/pipeline) instead of building the two-policy pool")
@@ -343,7 +393,14 @@ def main(argv: list[str] | None = None) -> None:
           f"methods {list(prep.space.methods)}")
     if not args.no_convergence:
         print("convergence", flush=True)
-        curves = convergence(prep, args.seeds, args.budget, args.random_budget)
+        searchers = tuple(x for x in args.searchers.split(",") if x)
+        unknown = [x for x in searchers if x not in SEARCHERS]
+        if unknown:
+            raise SystemExit(f"unknown searcher(s) {unknown}; valid: {', '.join(SEARCHERS)}")
+        curves = convergence(prep, args.seeds, args.budget, args.random_budget, searchers,
+                             Path(args.cache) if args.cache else None,
+                             json.loads(args.thompson_options) if args.thompson_options
+                             else None)
         print()
         print(convergence_table(curves, args.random_budget))
         if args.plot:

@@ -150,7 +150,7 @@ class SearchSection(StrictModel):
     budget: int = Field(default=16, ge=1)
     seed: int = 0
     epsilon: float = Field(default=0.3, ge=0, le=1)
-    n_initial: int = Field(default=3, ge=1)
+    n_initial: int = Field(default=2, ge=1)
 
 
 class TrialsSection(StrictModel):

@@ -6,6 +6,7 @@ from typing import Any
 
 from guardray.search.policies import EpsilonGreedyPolicy, RandomPolicy, SearchPolicy
 from guardray.search.space import SearchSpace
+from guardray.search.thompson import OPTIONS as THOMPSON_OPTIONS
 from guardray.search.thompson import ThompsonPolicy
 
 POLICIES: dict[str, type[SearchPolicy]] = {
@@ -35,11 +36,9 @@ def policy_from_state(space: SearchSpace, state: dict[str, Any]) -> SearchPolicy
     if name not in POLICIES:
         raise ValueError(f"saved state names an unknown policy {name!r}; valid: "
                          f"{', '.join(POLICIES)}")
-    options = {k: state[k] for k in ("epsilon", "exploit_scale", "n_initial", "n_features",
-                                     "n_random", "n_local") if k in state}
-    for k in ("lengthscales", "noise_vars"):
-        if k in state:
-            options[k] = tuple(state[k])
+    keys = ("epsilon", "exploit_scale", *THOMPSON_OPTIONS)
+    options = {k: tuple(state[k]) if isinstance(state[k], list) else state[k]
+               for k in keys if k in state}
     policy = POLICIES[name](space, seed=int(state["seed"]), **options)
     policy.load_state(state)
     return policy

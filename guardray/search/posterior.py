@@ -5,23 +5,29 @@ approximation of a Gaussian process with an RBF kernel; Rahimi & Recht 2007,
 Lázaro-Gredilla et al. 2010, Hernández-Lobato et al. 2014 for its use in Thompson sampling):
 
     z = featurise(w, method, params, instruction) in [0, 1]^d      (`SearchSpace.features`)
-    phi(z) = sqrt(2 / D) cos(W z + b),  W_ij ~ N(0, 1 / l^2),  b_i ~ U[0, 2 pi)   (D features)
-    f(z) = theta^T phi(z),  theta ~ N(0, s^2 I)                    (prior)
+    phi(z) = sqrt(2 / D) cos(W z + b),  W_ij = E_ij / l_j,  E_ij ~ N(0, 1),  b_i ~ U[0, 2 pi)
+    f(z) = theta^T phi(z),  theta ~ N(0, s^2 I)                    (prior; D features)
     y = (objective - mean(objectives)) / std(objectives) = f(z) + eps,  eps ~ N(0, sigma^2)
 
-``phi(z)^T phi(z') -> exp(-|z - z'|^2 / (2 l^2))`` as D grows, so with ``s^2 = 1`` the prior is
-(approximately) a unit-variance GP with an RBF kernel of lengthscale l on the standardised
-objective. The posterior of theta is Gaussian, in closed form:
+``phi(z)^T phi(z') -> exp(-sum_j (z_j - z'_j)^2 / (2 l_j^2))`` as D grows, so the prior is
+(approximately) a GP of variance s^2 with an RBF kernel of lengthscales l_j (one per input
+dimension: automatic relevance determination, ARD) on the standardised objective. The base
+draw ``(E, b)`` is fixed by a seed and only rescaled for each l (`FourierFeatures.scaled`), so
+hyperparameter choices compare the same random features. The posterior of theta is Gaussian,
+in closed form:
 
     A = Phi^T Phi / sigma^2 + I / s^2
     Sigma_N = A^{-1},   mu_N = Sigma_N Phi^T y / sigma^2
 
 One Thompson draw is ``theta ~ N(mu_N, Sigma_N)``: a whole function ``theta^T phi(.)`` that can
 be maximised over any number of candidate points, at O(D) per point, without the O(n^3)
-joint sampling an exact GP needs over those points. The hyperparameters (l, sigma^2) are
-picked from a small grid by the log evidence
+joint sampling an exact GP needs over those points. The hyperparameters (l, s^2, sigma^2)
+are picked from a small grid by the log evidence (type-II maximum likelihood)
 
-    log p(y) = log N(y | 0, s^2 Phi Phi^T + sigma^2 I).
+    log p(y) = log N(y | 0, K),  K = s^2 Phi Phi^T + sigma^2 I
+             = -1/2 y^T K^{-1} y - 1/2 log det K - n/2 log(2 pi),
+
+O(n^3 + n^2 D) per grid point for n observations (n is tens here), via a Cholesky factor.
 """
 
 from __future__ import annotations
@@ -51,6 +57,23 @@ class FourierFeatures:
         W = rng.normal(0.0, 1.0 / lengthscale, size=(n_features, dim))
         b = rng.uniform(0.0, 2 * math.pi, size=n_features)
         return cls(W, b)
+
+    @classmethod
+    def scaled(cls, E: np.ndarray, b: np.ndarray, lengthscales) -> FourierFeatures:
+        """Features of an ARD RBF kernel from a standard-normal base draw.
+
+        Args:
+            E: (D, d) standard-normal frequencies.
+            b: (D,) phases in ``[0, 2 pi)``.
+            lengthscales: a scalar or (d,) per-dimension lengthscales ``l_j``.
+
+        Returns:
+            features with ``W = E / l`` (column j divided by ``l_j``).
+        """
+        ls = np.broadcast_to(np.asarray(lengthscales, dtype=np.float64), (E.shape[1],))
+        if np.any(ls <= 0):
+            raise ValueError(f"lengthscales must be > 0, got {ls.tolist()}")
+        return cls(E / ls[None, :], b)
 
     def __call__(self, Z: np.ndarray) -> np.ndarray:
         """(n, d) inputs -> (n, D) features."""

@@ -232,6 +232,60 @@ class SearchSpace:
             instruction = int(rng.integers(self.n_instructions))
         return Point(tuple(idx), tuple(w.tolist()), method, tuple(sorted(params)), instruction)
 
+    def neighbours(self, point: Point) -> list[Point]:
+        """The discrete one-step neighbours of ``point``: the moves a weight perturbation
+        cannot make (the local candidates of Thompson sampling).
+
+        - one member added (weight ``1 / (n + 1)``, the others scaled by ``n / (n + 1)``),
+          dropped (the rest renormalised) or swapped for a non-member (which takes its weight);
+        - the same members and weights under each other valid merge method (shared parameters
+          kept, the others mid-range).
+
+        Every neighbour is a valid point of Ω (member bounds, slerp on two members); a method
+        that no longer fits the new member count is replaced by the first valid one.
+        """
+        members = list(point.members)
+        full = self.full_weights(point)
+        n = len(members)
+        others = [j for j in range(self.k) if j not in members]
+        subsets: list[tuple[list[int], np.ndarray]] = []
+        if n < self.max_models:
+            for j in others:
+                w = full * n / (n + 1)
+                w[j] = 1.0 / (n + 1)
+                subsets.append((sorted([*members, j]), w))
+        if n > self.min_models:
+            for i in members:
+                w = full.copy()
+                w[i] = 0.0
+                subsets.append(([m for m in members if m != i], w))
+        for i in members:
+            for j in others:
+                w = full.copy()
+                w[j], w[i] = w[i], 0.0
+                subsets.append((sorted([m for m in members if m != i] + [j]), w))
+        out = []
+        for idx, w in subsets:
+            valid = self.valid_methods(len(idx))
+            if not valid:
+                continue
+            method = point.method if point.method in valid else valid[0]
+            out.append(self._with_method(point, tuple(idx), w[idx], method))
+        for method in self.valid_methods(n):
+            if method != point.method:
+                out.append(self._with_method(point, point.members, full[members], method))
+        return out
+
+    def _with_method(self, point: Point, members: tuple[int, ...], weights: np.ndarray,
+                     method: str) -> Point:
+        """``point`` with other members / weights / method; its parameters kept where the
+        method has them, mid-range otherwise."""
+        old = point.param_dict
+        params = tuple(sorted((p, float(old.get(p, sum(self.ranges[p]) / 2)))
+                              for p in METHOD_PARAMS[method]))
+        w = _simplex(np.asarray(weights, dtype=np.float64))
+        return Point(tuple(members), tuple(w.tolist()), method, params, point.instruction)
+
     # ----------------------------------------------------------------------- encodings
 
     def full_weights(self, point: Point) -> np.ndarray:

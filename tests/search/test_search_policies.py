@@ -3,6 +3,7 @@ and exact continuation from JSON state."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 from guardray.search.policy_registry import make_policy, policy_from_state
 from guardray.search.posterior import FourierFeatures, blr_posterior, log_evidence
-from guardray.search.space import SearchSpace
+from guardray.search.space import METHOD_PARAMS, SearchSpace
 
 SPACE = SearchSpace([0.9, 0.85, 0.8, 0.7], methods=["linear", "task_arithmetic", "ties",
                                                     "dare_linear", "slerp"],
@@ -113,7 +114,7 @@ def test_thompson_fits_its_observations_with_the_closed_form():
     Z, raw = policy.training_data()
     assert raw[-1] == min(raw[:-1])
     y = (raw - raw.mean()) / raw.std()
-    hand = blr_posterior(feats(Z), y, 1.0, info["noise_var"])
+    hand = blr_posterior(feats(Z), y, info["prior_var"], info["noise_var"])
     assert np.allclose(post.mean, hand.mean) and np.allclose(post.cov, hand.cov)
     # the RFF kernel approximates the RBF kernel of the chosen lengthscale
     rff = FourierFeatures.draw(3, 4096, 0.5, np.random.default_rng(0))
@@ -139,3 +140,100 @@ def test_state_is_json_and_a_restored_policy_continues_exactly(name):
         assert pa == pb
         a.observe(pa, reward(pa))
         b.observe(pb, reward(pb))
+
+
+def test_log_evidence_of_a_tiny_design_by_hand():
+    # Phi = [[1], [2]], y = [1, 0], s^2 = sigma^2 = 1: K = Phi Phi^T + I = [[2, 2], [2, 5]],
+    # det K = 6, K^-1 = [[5, -2], [-2, 2]] / 6, y^T K^-1 y = 5 / 6
+    Phi, y = np.array([[1.0], [2.0]]), np.array([1.0, 0.0])
+    expected = -5 / 12 - 0.5 * np.log(6) - np.log(2 * np.pi)
+    assert log_evidence(Phi, y, 1.0, 1.0) == pytest.approx(expected)
+    # s^2 = 2, sigma^2 = 0.5: K = [[2.5, 4], [4, 8.5]], det = 5.25, y^T K^-1 y = 8.5 / 5.25
+    expected = -0.5 * 8.5 / 5.25 - 0.5 * np.log(5.25) - np.log(2 * np.pi)
+    assert log_evidence(Phi, y, 2.0, 0.5) == pytest.approx(expected)
+
+
+def test_ard_features_rescale_one_base_draw():
+    rng = np.random.default_rng(0)
+    E, b = rng.standard_normal((4096, 3)), rng.uniform(0, 2 * np.pi, 4096)
+    feats = FourierFeatures.scaled(E, b, [0.5, 0.5, 2.0])
+    assert np.allclose(feats.W, E / np.array([0.5, 0.5, 2.0]))
+    a, c = np.array([0.1, 0.2, 0.3]), np.array([0.3, 0.1, 0.9])
+    # exp(-sum_j (a_j - c_j)^2 / (2 l_j^2)) = exp(-(0.04 / 0.5 + 0.01 / 0.5 + 0.36 / 8))
+    k = (feats(a) @ feats(c).T).item()
+    assert k == pytest.approx(np.exp(-(0.08 + 0.02 + 0.045)), abs=0.05)
+    with pytest.raises(ValueError, match="lengthscales must be > 0"):
+        FourierFeatures.scaled(E, b, [0.5, 0.0, 1.0])
+
+
+def test_thompson_picks_the_hyperparameters_of_highest_evidence():
+    policy = make_policy("thompson", SPACE, seed=1, n_features=32,
+                         weight_lengthscales=(0.1, 0.5), other_lengthscales=(0.3, 1.0),
+                         prior_vars=(0.5, 2.0), noise_vars=(0.01, 0.3))
+    for _ in range(8):
+        p = policy.suggest()
+        policy.observe(p, reward(p))
+    _, _, info = policy.posterior()
+    Z, raw = policy.training_data()
+    y = (raw - raw.mean()) / raw.std()
+    E, b = policy.base_features()
+    evidences = {}
+    for lw, lo, s2, noise in itertools.product((0.1, 0.5), (0.3, 1.0), (0.5, 2.0), (0.01, 0.3)):
+        ls = np.array([lw] * SPACE.k + [lo] * (SPACE.n_features - SPACE.k))
+        Phi = np.sqrt(2 / 32) * np.cos(Z @ (E / ls).T + b)
+        evidences[lw, lo, s2, noise] = log_evidence(Phi, y, s2, noise)
+    best = max(evidences, key=evidences.get)
+    assert (info["weight_lengthscale"], info["other_lengthscale"], info["prior_var"],
+            info["noise_var"]) == best
+    assert info["log_evidence"] == pytest.approx(evidences[best])
+
+
+def test_trust_region_follows_turbo_rule_by_hand():
+    policy = make_policy("thompson", SPACE, seed=0, tr_init=0.2, tr_min=0.05, tr_max=0.4,
+                         success_tol=2, failure_tol=3)
+    p = SPACE.seed_point()
+
+    def after(values):
+        policy.observations = [(p, v) for v in values]
+        return policy.trust_region()
+
+    assert after([]) == 0.2 and after([0.5]) == 0.2
+    assert after([0.5, 0.6, 0.7]) == 0.4  # two improvements: doubled
+    assert after([0.5, 0.6, 0.7, 0.8, 0.9]) == 0.4  # capped at tr_max
+    assert after([0.5, 0.4, None, 0.5]) == 0.1  # three non-improvements (ties too): halved
+    assert after([0.5] + [0.1] * 6) == 0.05  # halved twice, down to tr_min
+    assert after([0.5] + [0.1] * 9) == 0.2  # below tr_min: restarted at tr_init
+    assert after([0.5, 0.4, 0.4, 0.6, 0.4]) == 0.2  # a success resets the failure count
+    with pytest.raises(ValueError, match="tr_min <= tr_init <= tr_max"):
+        make_policy("thompson", SPACE, tr_init=0.9)
+
+
+def test_thompson_candidates_stay_in_omega_and_are_deterministic_given_the_seed():
+    def run(seed):
+        policy = make_policy("thompson", SPACE, seed=seed, n_features=32, n_local=64,
+                             n_random=16)
+        points = []
+        for _ in range(6):
+            pt = policy.suggest()
+            policy.observe(pt, reward(pt))
+            points.append(pt)
+        return policy, points
+
+    policy, points = run(4)
+    assert run(4)[1] == points and run(5)[1] != points
+    cands = policy.candidates()
+    assert len(cands) >= 16 + 64
+    for q in cands:
+        assert abs(sum(q.weights) - 1) < 1e-9 and min(q.weights) > 0
+        assert SPACE.min_models <= len(q.members) <= SPACE.max_models
+        assert list(q.members) == sorted(set(q.members))
+        assert q.method in SPACE.valid_methods(len(q.members))
+        assert {k for k, _ in q.params} == set(METHOD_PARAMS[q.method])
+        for name, value in q.params:
+            lo, hi = SPACE.ranges[name]
+            assert lo <= value <= hi
+        assert 0 <= q.instruction < SPACE.n_instructions
+    # the local part sits near the incumbent: most candidates share its members
+    best = policy.best[0]
+    near = [q for q in cands[16:] if q.members == best.members]
+    assert len(near) > len(cands[16:]) / 2

@@ -75,3 +75,35 @@ def test_recipes_follow_the_plan():
     assert r["models"][0] == {"model": "b", "parameters": {"weight": 0.5, "density": 0.4}}
     soup = recipe(Point((0, 1), (0.6, 0.4), "linear"), ["a", "b"], "BASE")
     assert "base_model" not in soup and soup["parameters"] == {"normalize": True}
+
+
+def test_neighbours_by_hand():
+    space = _space(methods=["linear", "ties", "slerp"], n_instructions=1)
+    p = Point((0, 1), (0.6, 0.4), "linear", (), 0)
+    got = {(q.members, tuple(round(w, 4) for w in q.weights), q.method, q.params)
+           for q in space.neighbours(p)}
+    mid = (("density", 0.55), ("lambda", 1.0))
+    assert got == {
+        ((0, 1, 2), (0.4, 0.2667, 0.3333), "linear", ()),  # add 2: 1/3, the rest * 2/3
+        ((1,), (1.0,), "linear", ()),  # drop 0
+        ((0,), (1.0,), "linear", ()),  # drop 1
+        ((1, 2), (0.4, 0.6), "linear", ()),  # 2 takes 0's weight
+        ((0, 2), (0.6, 0.4), "linear", ()),  # 2 takes 1's weight
+        ((0, 1), (0.6, 0.4), "ties", mid),  # other methods, mid-range parameters
+        ((0, 1), (0.6, 0.4), "slerp", ()),
+    }
+
+
+def test_neighbours_stay_in_omega():
+    space = _space(min_models=2)
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        p = space.sample(rng)
+        for q in space.neighbours(p):
+            assert abs(sum(q.weights) - 1) < 1e-9 and min(q.weights) > 0
+            assert 2 <= len(q.members) <= 3 and list(q.members) == sorted(set(q.members))
+            assert q.method in space.valid_methods(len(q.members))
+            for name, value in q.params:
+                lo, hi = space.ranges[name]
+                assert lo <= value <= hi
+            assert q.params == p.params or q.method != p.method or q.members != p.members
