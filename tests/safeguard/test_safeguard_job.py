@@ -1,4 +1,9 @@
-"""The safeguard job end to end on the tiny config (real Ray Tune, Ray Data, peft, merges)."""
+"""The safeguard job end to end on the tiny config (real Ray Tune, Ray Data, peft, merges).
+
+Marked slow (~80 s on 2 cores: two Tune experiments and seven Ray Data passes); the default
+suite covers the pieces (tests/safeguard/test_safeguard_*.py) and stays under 20 minutes.
+Run with ``pytest -m slow tests/safeguard``.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from guardray.safeguard import run_safeguard
 from guardray.safeguard.evaluate import fingerprint
 from guardray.safeguard.sweep import candidates
 
+pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def job(ray_session, tmp_path_factory):
@@ -87,9 +93,8 @@ def test_fingerprint_follows_what_responses_depend_on(job):
     assert base  # the config is unchanged by the run
 
 
-@pytest.mark.slow
 def test_a_rerun_reuses_finished_steps(job):
-    """A rerun trains and generates nothing (slow: ~25 s on 2 cores for the judges)."""
+    """A rerun trains and generates nothing."""
     cfg, result, out = job
     stamps = {p: p.stat().st_mtime_ns for p in [
         *(out / "responses").glob("*.parquet"), out / "finetune/seed0/merged/model.safetensors",
