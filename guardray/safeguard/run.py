@@ -31,7 +31,7 @@ from typing import Any
 from guardray.config import ConfigError
 from guardray.errors import ModelError
 from guardray.safeguard import data as D
-from guardray.safeguard.sweep import BASE, FINETUNE, Candidate, candidates
+from guardray.safeguard.sweep import Candidate, candidates
 
 log = logging.getLogger(__name__)
 
@@ -190,18 +190,14 @@ def _open_finetune(base: str, ref: str, index: int) -> tuple[str, str]:
 
 def _same_model(a: str, b: str) -> bool | None:
     """False when two references certainly name different models (None: cannot tell)."""
+    from guardray.safeguard.resume import weights_key
+
     pa, pb = Path(a), Path(b)
     if pa.is_dir() and pb.is_dir():
-        return pa.resolve() == pb.resolve() or _weights_hash(pa) == _weights_hash(pb)
+        return pa.resolve() == pb.resolve() or weights_key(str(pa)) == weights_key(str(pb))
     if not pa.exists() and not pb.exists():
         return a == b
     return None
-
-
-def _weights_hash(folder: Path) -> str:
-    from guardray.serve import weights_version
-
-    return weights_version(str(folder))
 
 
 # --------------------------------------------------------------------------- steps
@@ -368,4 +364,4 @@ def _export(cand: Candidate, target: Path) -> tuple[str, str | None]:
     return str(target), None
 
 
-__all__ = ["BASE", "FINETUNE", "run_safeguard"]
+__all__ = ["run_safeguard"]
