@@ -39,4 +39,6 @@ __getattr__, __all__ = lazy_exports(__name__, {
     "generator_name": "mapping",
     "read_source": "sources",
     "package_folder": "sources",
+    "package_files": "sources",
+    "path_files": "sources",
 })

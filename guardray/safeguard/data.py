@@ -12,6 +12,7 @@ Frames:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from pathlib import Path
@@ -67,18 +68,13 @@ def load_instructions(sources, *, storage_options: dict[str, Any] | None = None,
     """
     import pandas as pd
 
-    from guardray.errors import MissingDependencyError
     from guardray.ingest import read_source
 
     frames = []
     for i, src in enumerate(sources):
         ingest_src = _as_ingest_source(f"{what}.{i}", src)
-        try:
+        with _named(ingest_src, f"{what}[{i}]"):
             records, _ = read_source(ingest_src, storage_options)
-        except (DatasetError, MissingDependencyError) as exc:
-            # name the source as the safeguard config does, not as the ingest reader does
-            raise type(exc)(str(exc).replace(f"source {ingest_src.name!r}",
-                                             f"{what}[{i}]")) from None
         frame = pd.DataFrame({INSTRUCTION: records["text"], SOURCE: records["source"]})
         frames.append(_cap(frame, src.cap))
     frame = _clean(pd.concat(frames, ignore_index=True), [INSTRUCTION]).drop_duplicates(
@@ -116,23 +112,25 @@ def _pairs_of(index: int, src, storage_options):
 
 
 def _files(what: str, src) -> list[tuple[str, str]]:
-    """(local path, provenance) of a chatterbot source's files."""
-    from guardray import schema as S
-    from guardray.ingest import package_folder
+    """(local path, provenance) of a chatterbot source's files (the ingest stage's file
+    adapters: package files found without importing the package, local globs)."""
+    from guardray.ingest import package_files, path_files
 
-    if src.package is None:
-        paths = [src.path] if isinstance(src.path, str) else list(src.path)
-        return [(p, S.file_source(p)) for p in paths]
-    folder, version = package_folder(src.package, what)
-    out = []
-    for pattern in src.package.files:
-        found = sorted(p for p in folder.glob(pattern) if p.is_file())
-        if not found:
-            raise DatasetError(f"{what}: no file of {src.package.dist}=={version} matches "
-                               f"{pattern!r} (under {folder})")
-        out += [(str(p), S.package_source(src.package.dist, version,
-                                          p.relative_to(folder).as_posix())) for p in found]
-    return out
+    ingest_src = _as_ingest_source(what.replace("[", ".").rstrip("]"), src)
+    with _named(ingest_src, what):
+        found = package_files(ingest_src) if src.package is not None else path_files(ingest_src)
+    return [(f.location, f.provenance) for f in found]
+
+
+@contextlib.contextmanager
+def _named(ingest_src, what: str):
+    """Errors of the ingest readers name the source as the safeguard config does."""
+    from guardray.errors import MissingDependencyError
+
+    try:
+        yield
+    except (DatasetError, MissingDependencyError) as exc:
+        raise type(exc)(str(exc).replace(f"source {ingest_src.name!r}", what)) from None
 
 
 def _chatterbot_pairs(path: str, provenance: str) -> list[tuple[str, str, str]]:
