@@ -4,8 +4,9 @@
 
 - Guard: all-MiniLM-L6-v2 (embedded) as a 2-label classifier with a guardray card, served by
   `guardray.serve` on a local Ray instance; each request is one prompt under one policy over
-  real HTTP (`guardray.client`). Dynamic batching on (max 16 pairs, 5 ms wait) and off
-  (max_batch_size 1), at concurrency 1 and 8 (client threads).
+  real HTTP (`guardray.client`). Settings (`SETTINGS`, each deployed alone): float32 or
+  dynamic int8 (`model.quantize`), dynamic batching on (max 16 pairs, 5 or 0 ms wait) or off
+  (max_batch_size 1); each at concurrency 1 and 8 (client threads).
 - Judge: the embedded SmolLM2-135M-Instruct with the paper's Safe/Unsafe template
   (`guardray.evaluate.judges.build_messages` / `parse_answer`,
   configs/judges/smollm2-safe-unsafe.yaml: greedy, 8 new tokens), called in-process (no Ray,
@@ -83,34 +84,44 @@ def make_guard(folder: Path) -> Path:
     return Path(save_checkpoint(model, tok, str(folder / "guard"), card))
 
 
-def bench_guard(model: Path, texts: list[str], rows: list) -> None:
+SETTINGS = {  # name -> (max_batch_size, batch_wait_timeout_s, quantize)
+    "fp32-batch16-wait5ms": (16, 0.005, "none"),
+    "fp32-nobatch": (1, 0.0, "none"),
+    "int8-batch16-wait5ms": (16, 0.005, "int8"),
+    "int8-batch16-wait0": (16, 0.0, "int8"),
+    "int8-nobatch": (1, 0.0, "int8"),
+}
+
+
+def bench_guard(model: Path, texts: list[str], rows: list, settings: list[str]) -> None:
+    """Each setting deployed alone (1 replica, 1 CPU), warmed up, then loaded at 1 and 8."""
     from ray import serve
 
     from guardray.cli.ray_init import init_ray
     from guardray.client import GuardClient
     from guardray.config import RayConfig
     from guardray.serve import config_from_args
-    from guardray.serve.run import start_serving
+    from guardray.serve.run import start_serving, stop_serving
 
     init_ray(RayConfig(num_cpus=2))
-    urls = {}
-    for name, size in (("on", 16), ("off", 1)):
-        cfg = config_from_args({"model": {"path": str(model), "policies": []},
-                                "app_name": f"bench-{name}", "route_prefix": f"/{name}",
+    for name in settings:
+        size, wait, quantize = SETTINGS[name]
+        cfg = config_from_args({"model": {"path": str(model), "policies": [],
+                                          "quantize": quantize},
+                                "app_name": "bench", "route_prefix": "/bench",
                                 "deployment": {"num_cpus": 1},
                                 "batching": {"max_batch_size": size,
-                                             "batch_wait_timeout_s": 0.005}})
-        urls[name] = start_serving(cfg)
-    for name, url in urls.items():
-        client = GuardClient(url)
+                                             "batch_wait_timeout_s": wait}})
+        client = GuardClient(start_serving(cfg))
         for t in texts[:8]:  # warm-up
             client.classify(t)
         for conc in (1, 8):
             lat, wall = run_load(lambda t: client.classify(t, policies=["injection"]), texts,
                                  conc)
             stats = client.stats()
-            rows.append((f"guard (batching {name})", conc, len(lat), statistics.median(lat),
+            rows.append((f"guard ({name})", conc, len(lat), statistics.median(lat),
                          pct(lat, 99), len(lat) / wall, stats["max_batch_size_seen"]))
+        stop_serving(cfg)
     serve.shutdown()
 
 
@@ -152,12 +163,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--requests", type=int, default=64, help="guard requests per setting")
     ap.add_argument("--judge-prompts", type=int, default=16, help="prompts for the judge")
+    ap.add_argument("--settings", default=",".join(SETTINGS),
+                    help=f"comma-separated guard settings among: {list(SETTINGS)}")
     args = ap.parse_args()
     texts = prompts(max(args.requests, args.judge_prompts))
     rows: list = []
     with tempfile.TemporaryDirectory(prefix="gr-bench-serve-") as tmp:
         model = make_guard(Path(tmp))
-        bench_guard(model, texts[: args.requests], rows)
+        bench_guard(model, texts[: args.requests], rows,
+                    [n.strip() for n in args.settings.split(",") if n.strip()])
     bench_judge(texts[: args.judge_prompts], rows)
     judge_p50 = {r[1]: r[3] for r in rows if r[0].startswith("SmolLM2")}
     print(machine())

@@ -23,7 +23,15 @@ from guardray.cli.job_runner import print_or_run, set_flags
 
 # The flags naming the guard (shared with `guardray serve`): its ``model`` section.
 GUARD_FLAGS = {"model": "model.path", "policy": "model.policy_ids",
-               "policies": "model.policies", "threshold": "model.threshold"}
+               "policies": "model.policies", "threshold": "model.threshold",
+               "quantize": "model.quantize"}
+
+
+def add_guard_flags(p: argparse.ArgumentParser) -> None:
+    """The flags both ``classify`` and ``serve`` take for ``model.quantize``."""
+    p.add_argument("--quantize", choices=["none", "int8"],
+                   help="int8: dynamic int8 Linear layers for CPU inference (~3x faster "
+                        "forward pass, P(unsafe) within ~1e-2; default none)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,6 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["jsonl", "json", "csv", "tsv", "parquet"],
                    help="input format when the suffix does not tell")
     p.add_argument("--threshold", type=float, help="override the checkpoint's threshold")
+    add_guard_flags(p)
     p.add_argument("--batch-size", type=int, help="rows per forward pass")
     p.add_argument("--concurrency", type=int, help="model replicas (Ray actors)")
     p.add_argument("--num-cpus", type=float, help="CPUs per replica")

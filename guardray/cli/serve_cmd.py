@@ -4,7 +4,7 @@ Forms::
 
     guardray serve --model DIR [--policy ID ...] [--host 127.0.0.1] [--port 8000]
                    [--replicas N | --autoscale MIN:MAX] [--max-batch-size 16]
-                   [--batch-wait-ms 5]
+                   [--batch-wait-ms 5] [--quantize int8]
     guardray serve --config SERVE.yaml [key=value ...]
 
 Routes: ``POST /v1/classify`` ({"prompts": [...], "policies": [...]}), ``GET /healthz``,
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 
-from guardray.cli.classify_cmd import GUARD_FLAGS
+from guardray.cli.classify_cmd import GUARD_FLAGS, add_guard_flags
 from guardray.cli.job_runner import print_or_run, set_flags
 
 
@@ -36,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--policies", nargs="+", metavar="PATH",
                    help="policy YAML files/folders (descriptions for instruction guards)")
     p.add_argument("--threshold", type=float, help="override the checkpoint's threshold")
+    add_guard_flags(p)
     p.add_argument("--host", help="HTTP host (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="HTTP port (default 8000)")
     p.add_argument("--replicas", type=int, help="fixed number of replicas")

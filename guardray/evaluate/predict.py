@@ -84,6 +84,8 @@ class PredictorSpec:
         torch_threads: intra-op threads.
         unsafe_label: explicit unsafe label name, or None.
         trust_remote_code: allow checkpoint code.
+        quantize: ``none`` or ``int8`` (dynamic int8 Linear layers on CPU;
+            `guardray.modeling.quantize`).
     """
 
     model: str
@@ -94,6 +96,7 @@ class PredictorSpec:
     torch_threads: int = 1
     unsafe_label: str | None = None
     trust_remote_code: bool = False
+    quantize: str = "none"
 
 
 class ClassifierPredictor:
@@ -116,6 +119,9 @@ class ClassifierPredictor:
             path, use_safetensors=True, trust_remote_code=spec.trust_remote_code)
         self.model.to(self.device).eval()
         from guardray.modeling.limits import max_input_tokens
+        from guardray.modeling.quantize import quantize_model
+
+        self.model = quantize_model(self.model, spec.quantize, self.device)
 
         self.max_length = max_input_tokens(self.model.config, spec.max_length)
         if self.max_length < spec.max_length:

@@ -42,7 +42,8 @@ class GuardInfo:
         descriptions: policy id -> description (instruction inputs).
         threshold: P(unsafe) >= threshold means unsafe.
         threshold_source: ``checkpoint`` or ``config``.
-        max_length, device, torch_threads, unsafe_label, trust_remote_code: inference settings.
+        max_length, device, torch_threads, unsafe_label, trust_remote_code, quantize:
+            inference settings.
     """
 
     path: str
@@ -58,6 +59,7 @@ class GuardInfo:
     torch_threads: int = 1
     unsafe_label: str | None = None
     trust_remote_code: bool = False
+    quantize: str = "none"
 
     def known_policies(self) -> tuple[str, ...]:
         """The policies a request or row may name."""
@@ -71,7 +73,8 @@ class GuardInfo:
                              descriptions=dict(self.descriptions), max_length=self.max_length,
                              device=self.device, torch_threads=self.torch_threads,
                              unsafe_label=self.unsafe_label,
-                             trust_remote_code=self.trust_remote_code)
+                             trust_remote_code=self.trust_remote_code,
+                             quantize=self.quantize)
 
 
 def resolve_guard(model_cfg, *, num_cpus: float = 1.0) -> GuardInfo:
@@ -112,7 +115,8 @@ def resolve_guard(model_cfg, *, num_cpus: float = 1.0) -> GuardInfo:
         threshold=threshold, threshold_source=source, max_length=model_cfg.max_length,
         device=model_cfg.device,
         torch_threads=model_cfg.torch_threads or max(1, math.ceil(num_cpus)),
-        unsafe_label=model_cfg.unsafe_label, trust_remote_code=model_cfg.trust_remote_code)
+        unsafe_label=model_cfg.unsafe_label, trust_remote_code=model_cfg.trust_remote_code,
+        quantize=model_cfg.quantize)
 
 
 def _yaml_descriptions(paths: Sequence[str]) -> dict[str, str]:
