@@ -108,6 +108,9 @@ class TrainSection(StrictModel):
         eval_every_steps: validate every N steps (None: at the end of each epoch).
         patience: stop after this many validations without an F1 gain above ``min_delta``.
         min_delta: smallest F1 gain that counts as an improvement.
+        group_by_length: batch rows of similar token length together (mega-batches of 50
+            batches sorted by length, batches in random order): much less padding when a few
+            rows are long (`guardray.finetune.batches`).
         class_weights: ``balanced`` weights the loss by inverse class frequency.
         rationale_dropout: probability of leaving out a row's rationale in instruction inputs
             (1.0: never use rationales; validation never has them, as at inference).
@@ -128,6 +131,7 @@ class TrainSection(StrictModel):
     eval_every_steps: int | None = Field(default=None, ge=1)
     patience: int = Field(default=2, ge=1)
     min_delta: float = Field(default=0.0, ge=0)
+    group_by_length: bool = False
     class_weights: Literal["none", "balanced"] = "none"
     rationale_dropout: float = Field(default=1.0, ge=0, le=1)
     threshold_rule: Literal["max_f1", "fixed"] = "max_f1"

@@ -4,7 +4,9 @@ Objective: cross-entropy over the two classes (GuardFormer 3.2's L_CE, with the 
 softmax P(unsafe) as f_theta(x)), optionally class-weighted.
 
 - Dynamic padding: examples are tokenized once without padding and each batch is padded to
-  its longest member (on 2 CPU cores this is ~6x faster than padding to a fixed length).
+  its longest member (on 2 CPU cores this is ~6x faster than padding to a fixed length);
+  ``group_by_length`` also puts rows of similar length in the same batch
+  (`guardray.finetune.batches`).
 - Tuning: ``full`` trains every parameter (FFT); ``classifier`` freezes all but the
   classification head (CFT, GuardFormer 5 / Figure 5a).
 - Validation: P(unsafe) on the validation rows, F1 of the unsafe class at 0.5. It runs once
@@ -28,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from guardray.finetune.batches import epoch_batches, n_batches
 from guardray.metrics import binary as metrics
 from guardray.metrics.threshold import choose_threshold
 from guardray.modeling.training import param_groups, resolve_device
@@ -57,6 +60,7 @@ class LoopParams:
     eval_every_steps: int | None = None
     patience: int = 2
     min_delta: float = 0.0
+    group_by_length: bool = False
     class_weights: str = "none"
     threshold_rule: str = "max_f1"
     device: str = "auto"
@@ -209,7 +213,8 @@ def train_classifier(
 
     val_ids = _encode(tokenizer, val_inputs, params.max_length)
     y_val = np.asarray(val_labels, dtype=np.int64)
-    steps_per_epoch = math.ceil(len(y_train) / params.batch_size)
+    steps_per_epoch = n_batches(len(y_train), params.batch_size,
+                                group_by_length=params.group_by_length)
     total_steps = params.max_steps or params.epochs * steps_per_epoch
     total_steps = min(total_steps, params.epochs * steps_per_epoch)
     optimizer = torch.optim.AdamW(param_groups(model, params.weight_decay), lr=params.lr)
@@ -245,8 +250,11 @@ def train_classifier(
     for epoch in range(params.epochs):
         ids = train_ids(epoch)
         order = torch.randperm(len(ids), generator=generator).tolist()
-        for start in range(0, len(order), params.batch_size):
-            idx = order[start:start + params.batch_size]
+        batch_order = (torch.randperm(steps_per_epoch, generator=generator).tolist()
+                       if params.group_by_length else None)
+        batches = epoch_batches(order, [len(x) for x in ids], params.batch_size,
+                                group_by_length=params.group_by_length, batch_order=batch_order)
+        for number, idx in enumerate(batches):
             batch = _pad(tokenizer, [ids[i] for i in idx], device)
             target = torch.as_tensor([y_train[i] for i in idx], device=device)
             with autocast:
@@ -260,7 +268,7 @@ def train_classifier(
             step += 1
             running, seen = running + loss.detach().item() * len(idx), seen + len(idx)
             progress.update(1, loss=running / seen)
-            end_of_epoch = start + params.batch_size >= len(order)
+            end_of_epoch = number == len(batches) - 1
             due = (step % params.eval_every_steps == 0) if params.eval_every_steps else end_of_epoch
             if due or step >= total_steps:
                 record = evaluate(step, step / steps_per_epoch, running / max(1, seen))

@@ -10,6 +10,7 @@ import pytest
 import torch
 from sample_testlib import texts
 
+from guardray.finetune import loop as loop_module
 from guardray.finetune.loop import LoopParams, head_parameter_names, train_classifier
 from guardray.modeling.checkpoint import (
     MODEL_CARD,
@@ -108,3 +109,24 @@ def test_balanced_class_weights_run(tiny_dir):
     params = LoopParams(**{**PARAMS.__dict__, "epochs": 1, "class_weights": "balanced"})
     result = train_classifier(model, tok, xt, yt, xt[:8], yt[:8], params, seed=0)
     assert np.isfinite(result.history[-1]["train_loss"])
+
+
+def test_length_grouped_batches_train_every_row_each_epoch(tiny_dir, data, monkeypatch):
+    (xt, yt), (xv, yv) = data
+    xt = [t if i % 5 else t + " and more" * 20 for i, t in enumerate(xt)]  # 13 long rows
+    model, tok = load_classifier(str(tiny_dir))
+    epochs = []
+    real = loop_module.epoch_batches
+    monkeypatch.setattr(loop_module, "epoch_batches", lambda *a, **k: (
+        epochs.append(real(*a, **k)) or epochs[-1]))
+    params = LoopParams(**{**PARAMS.__dict__, "epochs": 2, "group_by_length": True})
+    result = train_classifier(model, tok, xt, yt, xv, yv, params, seed=0)
+    assert result.steps == 2 * 4 and len(epochs) == 2  # 64 rows / 16 per batch
+    lengths = [len(ids) for ids in tok(xt)["input_ids"]]
+    longest_first = sorted(range(len(xt)), key=lambda i: -lengths[i])
+    for batches in epochs:
+        assert sorted(i for b in batches for i in b) == list(range(len(xt)))
+        # one mega-batch: each batch is a run of the rows sorted by length (ties aside)
+        widths = sorted(max(lengths[i] for i in b) for b in batches)
+        assert widths == sorted(lengths[longest_first[k]] for k in (0, 16, 32, 48))
+    assert epochs[0] != epochs[1]  # batches are reshuffled each epoch
