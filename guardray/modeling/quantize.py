@@ -9,8 +9,8 @@ before rescaling and adding the float bias. Embeddings, LayerNorm and attention 
 float32. On the main job's MiniLM guards the forward pass of one prompt runs about 2.5x faster
 on one CPU core, P(unsafe) moves by 0.01-0.02 on average (at most 0.29 on one prompt), and
 0-9 labels of 390-583 test prompts flip (docs/BENCHMARKS.md, "Int8 guards";
-`benchmarks/bench_quantize.py`). Per-channel scales keep about half the label flips of one
-scale per tensor at the same speed.
+`benchmarks/bench_quantize.py`). Per-channel scales flip about half as many labels as one
+scale per tensor, at the same speed.
 
 CPU only: the quantized kernels (fbgemm / x86 / onednn) have no CUDA implementation, so a
 model on a GPU is left as it is (and logged).
@@ -33,7 +33,7 @@ QUANTIZE_MODES = ("none", "int8")
 
 
 def quantize_model(model, mode: str, device: str, *, field: str = "quantize"):
-    """The model to run for ``mode`` on ``device`` (the same object when nothing changes).
+    """The model to run for ``mode`` on ``device``: the same object, changed in place for int8.
 
     Args:
         model: a loaded ``torch.nn.Module`` in eval mode.
