@@ -36,15 +36,15 @@ def rows_of(main_job: Path, policy: str):
 
 
 def scorer(model: Path, quantize: str):
+    """The guard as `guardray serve` resolves it (card, threshold), at the card's max_length."""
     from guardray.modeling.checkpoint import read_model_card
-    from guardray.serve.guard import GuardInfo, GuardScorer
+    from guardray.serve import GuardModelConfig
+    from guardray.serve.guard import GuardScorer, resolve_guard
 
-    card = read_model_card(str(model))
-    info = GuardInfo(path=str(model), name=model.name, version="bench", input_format="text",
-                     policy_ids=tuple(card.get("policy_ids") or ()), descriptions={},
-                     threshold=float(card["threshold"]["threshold"]),
-                     threshold_source="checkpoint", max_length=int(card.get("max_length", 512)),
-                     device="cpu", torch_threads=1, quantize=quantize)
+    max_length = int(read_model_card(str(model)).get("max_length", 512))
+    info = resolve_guard(GuardModelConfig(path=str(model), policies=[], quantize=quantize,
+                                          device="cpu", torch_threads=1,
+                                          max_length=max_length))
     return info, GuardScorer(info)
 
 
