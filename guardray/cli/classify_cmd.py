@@ -31,8 +31,8 @@ def add_guard_flags(p: argparse.ArgumentParser) -> None:
     """The flags both ``classify`` and ``serve`` take for ``model.quantize``."""
     p.add_argument("--quantize", choices=["none", "int8"],
                    help="int8: per-channel dynamic int8 Linear layers for CPU inference "
-                        "(~2.5x faster forward pass; a few labels in a thousand flip; "
-                        "default none)")
+                        "(~2.5x faster forward pass; 0-2.4%% of labels flipped on the main "
+                        "job's guards; default none)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -7,8 +7,9 @@ weights are stored as int8 with one scale per output row, ``W[j] ~ s_j * W_q[j]`
 ``x`` on the fly (uint8, affine, from its min and max) and computes ``x_q @ W_q^T`` in int32
 before rescaling and adding the float bias. Embeddings, LayerNorm and attention softmax stay
 float32. On the main job's MiniLM guards the forward pass of one prompt runs about 2.5x faster
-on one CPU core, P(unsafe) moves by 0.01-0.02 on average (at most 0.29 on one prompt), and
-0-9 labels of 390-583 test prompts flip (docs/BENCHMARKS.md, "Int8 guards";
+on one CPU core and P(unsafe) moves by 0.001-0.02 on average; on single prompts near the
+decision boundary of a confident model it can move by up to 0.9, and 0-14 labels of 390-583
+test prompts flip (0-2.4 %; docs/BENCHMARKS.md, "Int8 guards";
 `benchmarks/bench_quantize.py`). Per-channel scales flip about half as many labels as one
 scale per tensor, at the same speed.
 

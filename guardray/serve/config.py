@@ -35,7 +35,8 @@ class GuardModelConfig(StrictModel):
         trust_remote_code: allow model code from the checkpoint.
         quantize: ``none``, or ``int8``: per-channel dynamic int8 Linear layers for CPU
             inference (about 2.5x faster forward pass on a MiniLM guard; P(unsafe) moves by
-            ~0.01 on average and a few labels in a thousand flip; ignored on a GPU). See
+            ~0.01-0.02 on average, 0-2.4 % of labels flip on the main job's guards; ignored
+            on a GPU). See
             `guardray.modeling.quantize`.
     """
 
