@@ -86,6 +86,8 @@ class PredictorSpec:
         trust_remote_code: allow checkpoint code.
         quantize: ``none`` or ``int8`` (dynamic int8 Linear layers on CPU;
             `guardray.modeling.quantize`).
+        torchscript: run the forward pass as a frozen TorchScript graph on CPU, checked
+            against the eager model at load (`guardray.modeling.torchscript`).
     """
 
     model: str
@@ -97,6 +99,7 @@ class PredictorSpec:
     unsafe_label: str | None = None
     trust_remote_code: bool = False
     quantize: str = "none"
+    torchscript: bool = False
 
 
 class ClassifierPredictor:
@@ -129,6 +132,10 @@ class ClassifierPredictor:
                      self.max_length, spec.model)
         self.index = unsafe_index(self.model.config.id2label, spec.unsafe_label)
         self.sep = self.tokenizer.sep_token or "[SEP]"
+        from guardray.modeling.torchscript import script_classifier
+
+        self.model = script_classifier(self.model, self.tokenizer, self.device,
+                                       spec.torchscript, max_length=self.max_length)
 
     def inputs(self, texts: list[str], policy_ids: list[str]) -> list[str]:
         """The model inputs of a batch (instruction format adds the policy description)."""

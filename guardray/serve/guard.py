@@ -42,8 +42,8 @@ class GuardInfo:
         descriptions: policy id -> description (instruction inputs).
         threshold: P(unsafe) >= threshold means unsafe.
         threshold_source: ``checkpoint`` or ``config``.
-        max_length, device, torch_threads, unsafe_label, trust_remote_code, quantize:
-            inference settings.
+        max_length, device, torch_threads, unsafe_label, trust_remote_code, quantize,
+            torchscript: inference settings.
     """
 
     path: str
@@ -60,6 +60,7 @@ class GuardInfo:
     unsafe_label: str | None = None
     trust_remote_code: bool = False
     quantize: str = "none"
+    torchscript: bool = False
 
     def known_policies(self) -> tuple[str, ...]:
         """The policies a request or row may name."""
@@ -74,7 +75,7 @@ class GuardInfo:
                              device=self.device, torch_threads=self.torch_threads,
                              unsafe_label=self.unsafe_label,
                              trust_remote_code=self.trust_remote_code,
-                             quantize=self.quantize)
+                             quantize=self.quantize, torchscript=self.torchscript)
 
 
 def resolve_guard(model_cfg, *, num_cpus: float = 1.0) -> GuardInfo:
@@ -116,7 +117,7 @@ def resolve_guard(model_cfg, *, num_cpus: float = 1.0) -> GuardInfo:
         device=model_cfg.device,
         torch_threads=model_cfg.torch_threads or max(1, math.ceil(num_cpus)),
         unsafe_label=model_cfg.unsafe_label, trust_remote_code=model_cfg.trust_remote_code,
-        quantize=model_cfg.quantize)
+        quantize=model_cfg.quantize, torchscript=model_cfg.torchscript)
 
 
 def _yaml_descriptions(paths: Sequence[str]) -> dict[str, str]:
