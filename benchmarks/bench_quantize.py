@@ -35,8 +35,10 @@ def rows_of(main_job: Path, policy: str):
     return test.reset_index(drop=True)
 
 
-def scorer(model: Path, quantize: str):
-    """The guard as `guardray serve` resolves it (card, threshold), at the card's max_length."""
+def scorer(model: Path, quantize: str, torchscript: bool = False):
+    """The guard as `guardray serve` resolves it (card, threshold), at the card's max_length;
+    eager by default (the figures in docs/BENCHMARKS.md "Int8 guards"; TorchScript gives the
+    same scores, and bench_serve.py measures its speed)."""
     from guardray.modeling.checkpoint import read_model_card
     from guardray.serve import GuardModelConfig
     from guardray.serve.guard import GuardScorer, resolve_guard
@@ -44,7 +46,7 @@ def scorer(model: Path, quantize: str):
     max_length = int(read_model_card(str(model)).get("max_length", 512))
     info = resolve_guard(GuardModelConfig(path=str(model), policies=[], quantize=quantize,
                                           device="cpu", torch_threads=1,
-                                          max_length=max_length))
+                                          max_length=max_length, torchscript=torchscript))
     return info, GuardScorer(info)
 
 

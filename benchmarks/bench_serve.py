@@ -1,12 +1,14 @@
 """Latency of the served guard (Ray Serve, HTTP) against the SmolLM2 LLM judge, same prompts.
 
-    python benchmarks/bench_serve.py [--requests 64] [--judge-prompts 16]
+    python benchmarks/bench_serve.py [--requests 64] [--judge-prompts 16] [--rounds 1]
 
 - Guard: all-MiniLM-L6-v2 (embedded) as a 2-label classifier with a guardray card, served by
   `guardray.serve` on a local Ray instance; each request is one prompt under one policy over
   real HTTP (`guardray.client`). Settings (`SETTINGS`, each deployed alone): float32 or
-  dynamic int8 (`model.quantize`), dynamic batching on (max 16 pairs, 5 or 0 ms wait) or off
-  (max_batch_size 1); each at concurrency 1 and 8 (client threads).
+  dynamic int8 (`model.quantize`), TorchScript (`model.torchscript`, on unless "eager"),
+  dynamic batching on (max 16 pairs, 5 or 0 ms wait) or off (max_batch_size 1), 1 or 2 torch
+  threads in the 1-CPU replica; each at concurrency 1 and 8 (client threads, one kept-alive
+  connection each).
 - Judge: the embedded SmolLM2-135M-Instruct with the paper's Safe/Unsafe template
   (`guardray.evaluate.judges.build_messages` / `parse_answer`,
   configs/judges/smollm2-safe-unsafe.yaml: greedy, 8 new tokens), called in-process (no Ray,
@@ -84,17 +86,27 @@ def make_guard(folder: Path) -> Path:
     return Path(save_checkpoint(model, tok, str(folder / "guard"), card))
 
 
-SETTINGS = {  # name -> (max_batch_size, batch_wait_timeout_s, quantize)
-    "fp32-batch16-wait5ms": (16, 0.005, "none"),
-    "fp32-nobatch": (1, 0.0, "none"),
-    "int8-batch16-wait5ms": (16, 0.005, "int8"),
-    "int8-batch16-wait0": (16, 0.0, "int8"),
-    "int8-nobatch": (1, 0.0, "int8"),
+def _setting(batch: int, wait: float, quantize: str = "none", torchscript: bool = True,
+             threads: int = 1) -> dict:
+    return {"max_batch_size": batch, "batch_wait_timeout_s": wait, "quantize": quantize,
+            "torchscript": torchscript, "torch_threads": threads}
+
+
+SETTINGS = {  # name -> serve settings (1 replica, 1 CPU)
+    "fp32-eager-batch16-wait5ms": _setting(16, 0.005, torchscript=False),
+    "fp32-batch16-wait5ms": _setting(16, 0.005),
+    "fp32-nobatch": _setting(1, 0.0),
+    "int8-eager-batch16-wait5ms": _setting(16, 0.005, "int8", torchscript=False),
+    "int8-batch16-wait5ms": _setting(16, 0.005, "int8"),
+    "int8-batch16-wait5ms-2threads": _setting(16, 0.005, "int8", threads=2),
+    "int8-batch16-wait0": _setting(16, 0.0, "int8"),
+    "int8-nobatch": _setting(1, 0.0, "int8"),
 }
 
 
-def bench_guard(model: Path, texts: list[str], rows: list, settings: list[str]) -> None:
-    """Each setting deployed alone (1 replica, 1 CPU), warmed up, then loaded at 1 and 8."""
+def bench_guard(model: Path, texts: list[str], lat: dict, settings: list[str]) -> None:
+    """Each setting deployed alone (1 replica, 1 CPU), warmed up, then loaded at 1 and 8;
+    latencies and wall times appended to ``lat[(name, concurrency)]``."""
     from ray import serve
 
     from guardray.cli.ray_init import init_ray
@@ -105,27 +117,30 @@ def bench_guard(model: Path, texts: list[str], rows: list, settings: list[str]) 
 
     init_ray(RayConfig(num_cpus=2))
     for name in settings:
-        size, wait, quantize = SETTINGS[name]
+        st = SETTINGS[name]
         cfg = config_from_args({"model": {"path": str(model), "policies": [],
-                                          "quantize": quantize},
+                                          "quantize": st["quantize"],
+                                          "torchscript": st["torchscript"],
+                                          "torch_threads": st["torch_threads"]},
                                 "app_name": "bench", "route_prefix": "/bench",
                                 "deployment": {"num_cpus": 1},
-                                "batching": {"max_batch_size": size,
-                                             "batch_wait_timeout_s": wait}})
+                                "batching": {k: st[k] for k in ("max_batch_size",
+                                                                "batch_wait_timeout_s")}})
         client = GuardClient(start_serving(cfg))
         for t in texts[:8]:  # warm-up
             client.classify(t)
         for conc in (1, 8):
-            lat, wall = run_load(lambda t: client.classify(t, policies=["injection"]), texts,
-                                 conc)
-            stats = client.stats()
-            rows.append((f"guard ({name})", conc, len(lat), statistics.median(lat),
-                         pct(lat, 99), len(lat) / wall, stats["max_batch_size_seen"]))
+            ms, wall = run_load(lambda t: client.classify(t, policies=["injection"]), texts,
+                                conc)
+            entry = lat.setdefault((f"guard ({name})", conc), [[], 0.0, 0])
+            entry[0].extend(ms)
+            entry[1] += wall
+            entry[2] = max(entry[2], client.stats()["max_batch_size_seen"])
         stop_serving(cfg)
     serve.shutdown()
 
 
-def bench_judge(texts: list[str], rows: list) -> None:
+def bench_judge(texts: list[str], lat: dict, rounds: int) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -152,27 +167,35 @@ def bench_judge(texts: list[str], rows: list) -> None:
         return [parse_answer("safe_unsafe", a) for a in answers]
 
     judge(texts[:1])  # warm-up
-    for conc in (1, 8):
-        lat, wall = run_load(judge, [texts[i:i + conc] for i in range(0, len(texts), conc)], 1)
-        per_request = [x for x in lat for _ in range(conc)]  # each prompt waits for its call
-        rows.append(("SmolLM2-135M judge", conc, len(texts), statistics.median(per_request),
-                     pct(per_request, 99), len(texts) / wall, conc))
+    for _ in range(rounds):
+        for conc in (1, 8):
+            ms, wall = run_load(judge, [texts[i:i + conc] for i in range(0, len(texts), conc)],
+                                1)
+            entry = lat.setdefault(("SmolLM2-135M judge", conc), [[], 0.0, conc])
+            entry[0].extend(x for x in ms for _ in range(conc))  # each prompt waits its call
+            entry[1] += wall
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--requests", type=int, default=64, help="guard requests per setting")
     ap.add_argument("--judge-prompts", type=int, default=16, help="prompts for the judge")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="repeat every setting and the judge this many times, one round after "
+                         "the other, and pool the latencies (evens out drifts of the machine)")
     ap.add_argument("--settings", default=",".join(SETTINGS),
                     help=f"comma-separated guard settings among: {list(SETTINGS)}")
     args = ap.parse_args()
     texts = prompts(max(args.requests, args.judge_prompts))
-    rows: list = []
+    lat: dict = {}
     with tempfile.TemporaryDirectory(prefix="gr-bench-serve-") as tmp:
         model = make_guard(Path(tmp))
-        bench_guard(model, texts[: args.requests], rows,
-                    [n.strip() for n in args.settings.split(",") if n.strip()])
-    bench_judge(texts[: args.judge_prompts], rows)
+        for _ in range(args.rounds):
+            bench_guard(model, texts[: args.requests], lat,
+                        [n.strip() for n in args.settings.split(",") if n.strip()])
+    bench_judge(texts[: args.judge_prompts], lat, args.rounds)
+    rows = [(name, conc, len(ms), statistics.median(ms), pct(ms, 99), len(ms) / wall, batch)
+            for (name, conc), (ms, wall, batch) in lat.items()]
     judge_p50 = {r[1]: r[3] for r in rows if r[0].startswith("SmolLM2")}
     print(machine())
     print("| system | concurrency | requests | p50 ms | p99 ms | req/s | largest batch | "
