@@ -54,6 +54,21 @@ class ModelSection(StrictModel):
     head_modules: list[str] | None = None
 
 
+class RephraseSection(StrictModel):
+    """Rephrased copies of training rows, question <-> command (`guardray.data.rephrase`).
+
+    Attributes:
+        enabled: add one rephrased copy of each training row a rule applies to (both labels;
+            validation and test rows are never rewritten).
+        policies: only these policies' rows (None: every policy).
+        seed: seeds the choice among a rule's variants.
+    """
+
+    enabled: bool = False
+    policies: list[str] | None = None
+    seed: int = 0
+
+
 class DataSection(StrictModel):
     """Where the labelled rows come from.
 
@@ -74,6 +89,8 @@ class DataSection(StrictModel):
         mix: the training mix: per-source weights and caps, matched on the rows' provenance
             (`guardray.data.mix.MixRule`; training rows only, first matching rule wins).
         mix_seed: seeds the mix's caps and fractional weights.
+        rephrase: rephrased copies of training rows (before the mix, which then weighs them
+            by their original's source).
     """
 
     path: str
@@ -90,6 +107,7 @@ class DataSection(StrictModel):
     max_train_rows: int | None = Field(default=None, ge=2)
     mix: list[MixRule] = Field(default_factory=list)
     mix_seed: int = 0
+    rephrase: RephraseSection = Field(default_factory=RephraseSection)
 
 
 class TrainSection(StrictModel):
@@ -118,6 +136,9 @@ class TrainSection(StrictModel):
             the validation rows (``max_f1`` or ``fixed`` at 0.5).
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
         precision: ``bf16`` autocast on CUDA, else fp32.
+        ema_decay: keep an exponential moving average of the weights with this decay per
+            step, and validate, keep and save it instead of the raw weights (None: off;
+            `guardray.finetune.loop`).
     """
 
     epochs: int = Field(default=8, ge=1)
@@ -137,6 +158,7 @@ class TrainSection(StrictModel):
     threshold_rule: Literal["max_f1", "fixed"] = "max_f1"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"
+    ema_decay: float | None = Field(default=None, ge=0.0, lt=1.0)
 
 
 class TrialsSection(StrictModel):

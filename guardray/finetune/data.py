@@ -124,6 +124,8 @@ def load_frames(cfg) -> tuple[Any, Any]:
     else:
         is_val = _hash_fraction(frame[S.ID].tolist()) < d.validation_fraction
         train, val = frame[~is_val], frame[is_val]
+    if d.rephrase.enabled:
+        train = add_rephrased(train.reset_index(drop=True), d.rephrase)
     if d.mix:
         from guardray.data.mix import apply_mix
 
@@ -132,6 +134,35 @@ def load_frames(cfg) -> tuple[Any, Any]:
             log.info("training mix %s, %s: %d rows, %d after the cap, %d in training",
                      r["rule"], r["policy"], r["in"], r["kept"], r["out"])
     return train.reset_index(drop=True), val.reset_index(drop=True)
+
+
+def add_rephrased(train, section) -> Any:
+    """``train`` with one rephrased copy of each row a rule applies to (`RephraseSection`).
+
+    A copy keeps its original's label, policy, source and split; its id is the original's with
+    ``~rephrased`` appended and its generator ``rephrase`` (provenance: the rewrite is ours).
+    """
+    import pandas as pd
+
+    from guardray.data.rephrase import rephrase_rows
+
+    rows = train
+    if section.policies is not None:
+        rows = train[train[S.POLICY_ID].isin(section.policies)]
+    pairs = rephrase_rows(rows[S.TEXT].tolist(), rows[S.ID].astype(str).tolist(),
+                          seed=section.seed)
+    if not pairs:
+        log.warning("data.rephrase: no training row has a form the rules rephrase")
+        return train
+    idx, texts = zip(*pairs)
+    copies = rows.iloc[list(idx)].copy()
+    copies[S.TEXT] = list(texts)
+    copies[S.ID] = copies[S.ID].astype(str) + "~rephrased"
+    copies[S.GENERATOR] = "rephrase"
+    for policy, part in copies.groupby(S.POLICY_ID):
+        log.info("data.rephrase %s: %d rephrased training rows (%d unsafe) added to %d", policy,
+                 len(part), int(part[S.LABEL].sum()), int((train[S.POLICY_ID] == policy).sum()))
+    return pd.concat([train, copies], ignore_index=True)
 
 
 def _check_policy_column(frame, cfg) -> None:

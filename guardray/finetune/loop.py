@@ -13,6 +13,12 @@ softmax P(unsafe) as f_theta(x)), optionally class-weighted.
   before training (the initial state, for reference) and then every ``eval_every_steps`` or
   each epoch. The best validation F1 keeps its weights (in memory, trainable parameters
   only); ``patience`` validations without improvement stop training.
+- ``ema_decay`` d: the loop also keeps an exponential moving average of the trainable
+  weights, ``theta_ema <- d_t * theta_ema + (1 - d_t) * theta`` after optimizer step t, with
+  ``d_t = min(d, (1 + t) / (10 + t))`` (TensorFlow's warm-up, so the initial weights fade
+  fast), starting from the initial weights, and validates, keeps and saves the averaged weights
+  instead of the raw ones (weight averaging along the trajectory: Polyak; SWA / SWAD for
+  out-of-domain robustness). Training itself continues from the raw weights.
 - After training the best weights are restored, the decision threshold is chosen on the
   validation scores (`guardray.metrics.threshold`), and `save_checkpoint` writes the model,
   tokenizer and ``guardray_model.json`` to a temporary folder that is renamed into place.
@@ -68,6 +74,7 @@ class LoopParams:
     max_length: int = 256
     tuning: str = "full"
     head_modules: tuple[str, ...] | None = None
+    ema_decay: float | None = None
 
     @classmethod
     def from_config(cls, cfg) -> "LoopParams":
@@ -225,9 +232,13 @@ def train_classifier(
                 if device.type == "cuda" and params.precision == "bf16"
                 else contextlib.nullcontext())
 
+    ema = WeightAverage(trainable, params.ema_decay) if params.ema_decay is not None else None
+
     def evaluate(step: int, epoch: float, train_loss: float) -> dict[str, Any]:
-        scores, loss = predict_scores(model, tokenizer, val_ids, batch_size=params.eval_batch_size,
-                                      device=device, labels=y_val)
+        with ema.swapped_in() if ema is not None else contextlib.nullcontext():
+            scores, loss = predict_scores(model, tokenizer, val_ids,
+                                          batch_size=params.eval_batch_size, device=device,
+                                          labels=y_val)
         record = {"step": step, "epoch": round(epoch, 4), "train_loss": train_loss,
                   "val_loss": loss, "val_f1": metrics.f1(y_val, (scores >= 0.5).astype(int)),
                   "val_auroc": metrics.roc_auc(y_val, scores)}
@@ -263,6 +274,8 @@ def train_classifier(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, params.max_grad_norm)
             optimizer.step()
+            if ema is not None:
+                ema.update()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
@@ -274,8 +287,9 @@ def train_classifier(
                 record = evaluate(step, step / steps_per_epoch, running / max(1, seen))
                 running, seen = 0.0, 0
                 if record["val_f1"] > best["f1"] + params.min_delta or best["state"] is None:
-                    best = {"f1": record["val_f1"], "step": step,
-                            "state": _snapshot(model, trainable)}
+                    with ema.swapped_in() if ema is not None else contextlib.nullcontext():
+                        state = _snapshot(model, trainable)
+                    best = {"f1": record["val_f1"], "step": step, "state": state}
                     bad_evals = 0
                 else:
                     bad_evals += 1
@@ -332,6 +346,47 @@ def _class_weights(y: list[int], params: LoopParams, device: str):
     counts = np.bincount(np.asarray(y), minlength=2).astype(np.float64)
     weights = counts.sum() / (2 * np.maximum(counts, 1))
     return torch.as_tensor(weights, dtype=torch.float32, device=device)
+
+
+class WeightAverage:
+    """Exponential moving average of parameters: ``avg <- d_t * avg + (1 - d_t) * theta`` at
+    update t = 1, 2, ..., ``d_t = min(decay, (1 + t) / (10 + t))``.
+
+    Args:
+        params: the parameters to average (tensors updated in place by an optimizer).
+        decay: d in [0, 1).
+    """
+
+    def __init__(self, params: list, decay: float):
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {decay}")
+        self.params, self.decay, self.updates = list(params), float(decay), 0
+        self.average = [p.detach().clone() for p in self.params]
+
+    def update(self) -> None:
+        """One step of the average, after an optimizer step."""
+        import torch
+
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        with torch.no_grad():
+            torch._foreach_lerp_(self.average, [p.detach() for p in self.params], 1.0 - d)
+
+    @contextlib.contextmanager
+    def swapped_in(self):
+        """The averaged values in the parameters for the ``with`` block, then the raw ones."""
+        import torch
+
+        with torch.no_grad():
+            raw = [p.detach().clone() for p in self.params]
+            for p, a in zip(self.params, self.average):
+                p.copy_(a)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, r in zip(self.params, raw):
+                    p.copy_(r)
 
 
 def _snapshot(model, trainable: list) -> dict[str, Any]:

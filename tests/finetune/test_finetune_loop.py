@@ -130,3 +130,42 @@ def test_length_grouped_batches_train_every_row_each_epoch(tiny_dir, data, monke
         widths = sorted(max(lengths[i] for i in b) for b in batches)
         assert widths == sorted(lengths[longest_first[k]] for k in (0, 16, 32, 48))
     assert epochs[0] != epochs[1]  # batches are reshuffled each epoch
+
+
+def test_weight_average_matches_hand_computed_values():
+    from guardray.finetune.loop import WeightAverage
+
+    p = torch.nn.Parameter(torch.zeros(2))
+    ema = WeightAverage([p], decay=0.5)
+    expected, first = 0.0, []
+    for t, value in enumerate([1.0, 3.0, -2.0] + [4.0] * 10, start=1):
+        with torch.no_grad():
+            p.fill_(value)
+        ema.update()
+        d = min(0.5, (1 + t) / (10 + t))  # 2/11, 3/12, 4/13, ... then 0.5 from t = 9
+        expected = d * expected + (1 - d) * value
+        torch.testing.assert_close(ema.average[0], torch.full((2,), expected))
+        first.append(ema.average[0][0].item())
+    # by hand: 9/11 * 1; 3/12 * 9/11 + 9/12 * 3; 4/13 * that + 9/13 * (-2)
+    assert first[:3] == pytest.approx([0.818182, 2.454545, -0.629371], abs=1e-6)
+    with ema.swapped_in():
+        assert torch.equal(p.detach(), ema.average[0])
+    assert torch.equal(p.detach(), torch.full((2,), 4.0))  # the raw weights are back
+    with pytest.raises(ValueError, match=r"ema_decay must be in \[0, 1\)"):
+        WeightAverage([p], decay=1.0)
+
+
+def test_ema_decay_zero_is_the_raw_weights_and_a_decay_keeps_the_average(tiny_dir, data):
+    (xt, yt), (xv, yv) = data
+    runs = {}
+    for decay in (None, 0.0, 0.9):
+        model, tok = load_classifier(str(tiny_dir))
+        params = LoopParams(**{**PARAMS.__dict__, "epochs": 2, "ema_decay": decay})
+        result = train_classifier(model, tok, xt, yt, xv, yv, params, seed=0)
+        runs[decay] = (result, {n: p.detach().clone() for n, p in model.named_parameters()})
+    # d = 0: the "average" is the last weights, so training and choices are the same
+    assert [h["val_f1"] for h in runs[0.0][0].history] == \
+        [h["val_f1"] for h in runs[None][0].history]
+    assert all(torch.equal(runs[0.0][1][n], runs[None][1][n]) for n in runs[None][1])
+    # d = 0.9: the kept weights are an average, not the raw weights of any step
+    assert any(not torch.equal(runs[0.9][1][n], runs[None][1][n]) for n in runs[None][1])
