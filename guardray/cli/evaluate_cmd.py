@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="model name in reports")
     p.add_argument("--input-format", choices=["text", "instruction"],
                    help="classifier input (default: the checkpoint's, else text)")
-    p.add_argument("--threshold-rule", choices=["max_f1", "fixed"])
+    p.add_argument("--threshold-rule", choices=["max_f1", "max_f1_1se", "fixed"])
     p.add_argument("--threshold", type=float, help="fixed/fallback threshold (default 0.5)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--concurrency", type=int, help="model replicas (Ray actors)")

@@ -77,13 +77,14 @@ class ThresholdConfig(StrictModel):
 
     Attributes:
         rule: ``max_f1`` picks the F1-maximising threshold on ``validation_data`` (never on the
-            evaluated data); ``fixed`` uses ``value``. Without validation data, a threshold
-            stored with a guardray checkpoint (chosen on its validation split) is used, else
-            ``value``.
+            evaluated data), ``max_f1_1se`` the cut nearest ``value`` whose F1 is within one
+            bootstrap standard error of the best; ``fixed`` uses ``value``. Without
+            validation data, a threshold stored with a guardray checkpoint (chosen on its
+            validation split) is used, else ``value``.
         value: the fixed / fallback threshold (0.5 is the classifier's argmax).
     """
 
-    rule: Literal["max_f1", "fixed"] = "max_f1"
+    rule: Literal["max_f1", "max_f1_1se", "fixed"] = "max_f1"
     value: float = Field(default=0.5, ge=0.0, le=1.0)
 
 

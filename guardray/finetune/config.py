@@ -133,7 +133,9 @@ class TrainSection(StrictModel):
         rationale_dropout: probability of leaving out a row's rationale in instruction inputs
             (1.0: never use rationales; validation never has them, as at inference).
         threshold_rule: how the decision threshold stored with the checkpoint is chosen on
-            the validation rows (``max_f1`` or ``fixed`` at 0.5).
+            the validation rows (``max_f1``; ``max_f1_1se``, the cut nearest 0.5 within one
+            bootstrap standard error of the best F1; or ``fixed`` at 0.5;
+            `guardray.metrics.threshold`).
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
         precision: ``bf16`` autocast on CUDA, else fp32.
         ema_decay: keep an exponential moving average of the weights with this decay per
@@ -155,7 +157,7 @@ class TrainSection(StrictModel):
     group_by_length: bool = False
     class_weights: Literal["none", "balanced"] = "none"
     rationale_dropout: float = Field(default=1.0, ge=0, le=1)
-    threshold_rule: Literal["max_f1", "fixed"] = "max_f1"
+    threshold_rule: Literal["max_f1", "max_f1_1se", "fixed"] = "max_f1"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"
     ema_decay: float | None = Field(default=None, ge=0.0, lt=1.0)

@@ -71,14 +71,15 @@ class ObjectiveSection(StrictModel):
         split: the split the objective reads; validation only (a test split is refused).
         aggregate: maximise the ``mean`` of the per-policy macro-F1, or the ``worst`` policy's.
         threshold_rule: one decision threshold for all rows, chosen on the validation scores
-            (``max_f1``) or ``fixed`` at 0.5; the chosen model ships with it.
+            (``max_f1``, or ``max_f1_1se``: nearest 0.5 within one bootstrap SE of the best)
+            or ``fixed`` at 0.5; the chosen model ships with it.
         max_length: token limit of an input.
         batch_size: inference batch size.
     """
 
     split: str = "validation"
     aggregate: Literal["mean", "worst"] = "mean"
-    threshold_rule: Literal["max_f1", "fixed"] = "max_f1"
+    threshold_rule: Literal["max_f1", "max_f1_1se", "fixed"] = "max_f1"
     max_length: int = Field(default=256, ge=8, le=8192)
     batch_size: int = Field(default=64, ge=1)
 
@@ -144,6 +145,8 @@ class SearchSection(StrictModel):
         epsilon: exploration probability of ``egreedy``.
         n_initial: ``thompson``: suggestions before the surrogate is used (seed point
             included).
+        screen: ``thompson``: after the seed point, evaluate its drop-one soups first (one
+            trial per member; `guardray.search.thompson`).
     """
 
     searcher: Literal["thompson", "egreedy", "random", "optuna", "basic"] = "thompson"
@@ -151,6 +154,7 @@ class SearchSection(StrictModel):
     seed: int = 0
     epsilon: float = Field(default=0.3, ge=0, le=1)
     n_initial: int = Field(default=2, ge=1)
+    screen: bool = False
 
 
 class TrialsSection(StrictModel):
