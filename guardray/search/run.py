@@ -217,6 +217,7 @@ def _own_searcher(cfg, prep, state_path: str | None):
         options["epsilon"] = s.epsilon
     if s.searcher == "thompson":
         options["n_initial"] = s.n_initial
+        options["screen"] = s.screen
     return MergeSearcher(prep.space, s.searcher, s.budget, METRIC, "max", s.seed, options,
                          state_path=state_path, storage_options=cfg.storage_options or None)
 

@@ -276,6 +276,22 @@ class SearchSpace:
                 out.append(self._with_method(point, point.members, full[members], method))
         return out
 
+    def drop_one(self, point: Point) -> list[Point]:
+        """``point`` without one of its members (the rest renormalised, the same method where
+        it still fits), for each member from the last (weakest) to the first; empty when
+        ``point`` has ``min_models`` members."""
+        if len(point.members) <= self.min_models:
+            return []
+        full = self.full_weights(point)
+        out = []
+        for i in reversed(point.members):
+            idx = tuple(m for m in point.members if m != i)
+            valid = self.valid_methods(len(idx))
+            if valid:
+                method = point.method if point.method in valid else valid[0]
+                out.append(self._with_method(point, idx, full[list(idx)], method))
+        return out
+
     def _with_method(self, point: Point, members: tuple[int, ...], weights: np.ndarray,
                      method: str) -> Point:
         """``point`` with other members / weights / method; its parameters kept where the

@@ -84,7 +84,7 @@ PRIOR_VARS = (0.5, 1.0, 2.0)
 NOISE_VARS = (0.01, 0.1, 0.5)
 
 # Options that `state()` records and `policy_registry.policy_from_state` passes back.
-OPTIONS = ("n_initial", "n_features", "n_random", "n_local", "weight_lengthscales",
+OPTIONS = ("n_initial", "screen", "n_features", "n_random", "n_local", "weight_lengthscales",
            "other_lengthscales", "prior_vars", "noise_vars", "tr_init", "tr_min", "tr_max",
            "tr_tol", "success_tol", "failure_tol")
 
@@ -98,6 +98,10 @@ class ThompsonPolicy(SearchPolicy):
         seed_point: start with the T = 1 seed point.
         n_initial: suggestions before the surrogate is used (the seed point counts); the rest
             of them are uniform draws from Ω.
+        screen: after the seed point, first evaluate its drop-one soups (`SearchSpace.
+            drop_one`: the same method without one member, the weakest member's first), a
+            one-factor-at-a-time screening design that shows the surrogate which members
+            help; they count towards ``n_initial``, which they may extend.
         n_features: D, the number of Fourier features.
         n_random / n_local: candidate points per suggestion (uniform / trust region).
         weight_lengthscales / other_lengthscales / prior_vars / noise_vars: the
@@ -110,7 +114,8 @@ class ThompsonPolicy(SearchPolicy):
     name = "thompson"
 
     def __init__(self, space: SearchSpace, seed: int = 0, seed_point: bool = True,
-                 n_initial: int = 2, n_features: int = 128, n_random: int = 64,
+                 n_initial: int = 2, screen: bool = False, n_features: int = 128,
+                 n_random: int = 64,
                  n_local: int = 512,
                  weight_lengthscales: tuple[float, ...] = WEIGHT_LENGTHSCALES,
                  other_lengthscales: tuple[float, ...] = OTHER_LENGTHSCALES,
@@ -120,6 +125,7 @@ class ThompsonPolicy(SearchPolicy):
                  tr_tol: float = 1e-3, success_tol: int = 2, failure_tol: int = 3):
         super().__init__(space, seed, seed_point)
         self.n_initial = int(n_initial)
+        self.screen = bool(screen)
         self.n_features = int(n_features)
         self.n_random = int(n_random)
         self.n_local = int(n_local)
@@ -231,6 +237,12 @@ class ThompsonPolicy(SearchPolicy):
         return points
 
     def _propose(self) -> Point:
+        if self.screen and self.seed_point:
+            seen = self._seen()
+            todo = [p for p in self.space.drop_one(self.space.seed_point())
+                    if p.key() not in seen]
+            if todo:
+                return todo[0]
         n_ok = sum(v is not None for _, v in self.observations)
         if self.issued < self.n_initial or n_ok < 1:
             return self.space.sample(self.rng)

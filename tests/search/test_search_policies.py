@@ -237,3 +237,18 @@ def test_thompson_candidates_stay_in_omega_and_are_deterministic_given_the_seed(
     best = policy.best[0]
     near = [q for q in cands[16:] if q.members == best.members]
     assert len(near) > len(cands[16:]) / 2
+
+
+def test_thompson_screen_evaluates_the_drop_one_soups_first():
+    policy = make_policy("thompson", SPACE, seed=0, screen=True, n_features=32)
+    seed = SPACE.seed_point()
+    expected = [seed.key()] + [q.key() for q in SPACE.drop_one(seed)]
+    got = []
+    for _ in range(len(expected) + 1):
+        p = policy.suggest()
+        got.append(p.key())
+        policy.observe(p, reward(p))
+    assert got[:len(expected)] == expected and len(expected) == 5
+    assert got[-1] not in expected  # then the surrogate takes over
+    restored = policy_from_state(SPACE, json.loads(json.dumps(policy.state())))
+    assert restored.screen and restored.suggest().key() == policy.suggest().key()

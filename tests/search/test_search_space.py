@@ -107,3 +107,15 @@ def test_neighbours_stay_in_omega():
                 lo, hi = space.ranges[name]
                 assert lo <= value <= hi
             assert q.params == p.params or q.method != p.method or q.members != p.members
+
+
+def test_drop_one_by_hand():
+    space = _space(methods=["linear", "ties", "slerp"], n_instructions=1, min_models=2)
+    p = Point((0, 1, 2), (0.5, 0.3, 0.2), "ties", (("density", 0.4), ("lambda", 1.2)), 0)
+    got = [(q.members, tuple(round(w, 4) for w in q.weights), q.method, q.params)
+           for q in space.drop_one(p)]
+    kept = (("density", 0.4), ("lambda", 1.2))
+    assert got == [((0, 1), (0.625, 0.375), "ties", kept),  # weakest (2) dropped first
+                   ((0, 2), (0.7143, 0.2857), "ties", kept),
+                   ((1, 2), (0.6, 0.4), "ties", kept)]
+    assert space.drop_one(Point((0, 1), (0.5, 0.5), "slerp", (), 0)) == []
