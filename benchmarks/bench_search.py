@@ -1,9 +1,10 @@
 """Benchmark of the UniGuard merge search (guardray.search): search policies and Tune throughput.
 
-Part 1, convergence: Thompson sampling vs epsilon-greedy vs random (guardray's searchers) vs
-Ray's OptunaSearch (TPE), each driven through the Ray Tune ``Searcher`` interface
-(``suggest`` / ``on_trial_complete``) against the real objective: every suggested recipe is
-merged in memory and scored on the validation rows exactly as a trial does
+Part 1, convergence: Thompson sampling (as configs/search.yaml runs it, with the drop-one
+screening of the seed point, and without it: ``thompson-noscreen``) vs epsilon-greedy vs
+random (guardray's searchers) vs Ray's OptunaSearch (TPE), each driven through the Ray Tune
+``Searcher`` interface (``suggest`` / ``on_trial_complete``) against the real objective:
+every suggested recipe is merged in memory and scored on the validation rows as a trial does
 (`guardray.search.trainable.evaluate_point`), without Tune's scheduling overhead. Reports the
 best validation objective after 1, 4, 8, 16, 32 (and 64 for random) trials, mean over seeds,
 and how many trials each policy needs to reach random search's best-of-64.
@@ -180,11 +181,13 @@ def make_searcher(name: str, space, seed: int, budget: int,
         s = OptunaSearch(metric="objective", mode="max", seed=seed)
         s.set_search_properties("objective", "max", tune_param_space(space))
         return s
-    options = thompson_options if name == "thompson" else None
-    return MergeSearcher(space, name, budget, seed=seed, policy_options=options)
+    if name.startswith("thompson"):  # "thompson" as configs/search.yaml runs it; without screen
+        options = {**(thompson_options or {}), "screen": name == "thompson"}
+        return MergeSearcher(space, "thompson", budget, seed=seed, policy_options=options)
+    return MergeSearcher(space, name, budget, seed=seed)
 
 
-SEARCHERS = ("thompson", "egreedy", "random", "optuna")
+SEARCHERS = ("thompson", "thompson-noscreen", "egreedy", "random", "optuna")
 
 
 def pool_fingerprint(prep) -> str:

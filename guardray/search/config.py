@@ -154,7 +154,7 @@ class SearchSection(StrictModel):
     seed: int = 0
     epsilon: float = Field(default=0.3, ge=0, le=1)
     n_initial: int = Field(default=2, ge=1)
-    screen: bool = False
+    screen: bool = True
 
 
 class TrialsSection(StrictModel):
