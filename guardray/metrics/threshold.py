@@ -142,24 +142,26 @@ def _one_se_cut(y: np.ndarray, s: np.ndarray, default: float, floor: float) -> f
     """The cut closest to ``default`` whose F1 is >= ``floor`` (``default`` if it qualifies)."""
     if metrics.f1(y, (s >= default).astype(np.int64)) >= floor - 1e-12:
         return float(default)
-    tps, fps, thr = metrics._cumulative(y, s)
-    f1 = 2 * tps / (tps + fps + float(y.sum()))
-    cuts = _cuts(thr)
-    ok = np.flatnonzero(f1 >= floor - 1e-12)
-    return float(cuts[ok[np.argmin(np.abs(cuts[ok] - default))]])
-
-
-def _cuts(thr: np.ndarray) -> np.ndarray:
-    """Cut k predicts unsafe for scores >= thr[k]; placed midway to the next lower score."""
-    lower = np.r_[thr[1:], thr[-1]]
-    return np.where(np.arange(thr.size) < thr.size - 1, (thr + lower) / 2, thr)
+    cuts, f1 = _cuts_and_f1(y, s)
+    return _nearest(cuts, np.flatnonzero(f1 >= floor - 1e-12), default)
 
 
 def _max_f1_cut(y: np.ndarray, s: np.ndarray, default: float) -> float:
     """The F1-maximising cut (midpoint placement, ties broken towards ``default``)."""
+    cuts, f1 = _cuts_and_f1(y, s)
+    return _nearest(cuts, np.flatnonzero(np.isclose(f1, f1.max(), rtol=0, atol=1e-12)), default)
+
+
+def _cuts_and_f1(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every distinct cut and its F1: cut k predicts unsafe for scores >= the k-th highest
+    distinct score and is placed midway to the next lower score."""
     tps, fps, thr = metrics._cumulative(y, s)  # thresholds: distinct scores, decreasing
-    n_pos = float(y.sum())
-    f1 = 2 * tps / (tps + fps + n_pos)  # 2tp / (2tp + fp + fn) with fn = n_pos - tp
-    cuts = _cuts(thr)
-    best = np.flatnonzero(np.isclose(f1, f1.max(), rtol=0, atol=1e-12))
-    return float(cuts[best[np.argmin(np.abs(cuts[best] - default))]])
+    f1 = 2 * tps / (tps + fps + float(y.sum()))  # 2tp / (2tp + fp + fn), fn = n_pos - tp
+    lower = np.r_[thr[1:], thr[-1]]
+    cuts = np.where(np.arange(thr.size) < thr.size - 1, (thr + lower) / 2, thr)
+    return cuts, f1
+
+
+def _nearest(cuts: np.ndarray, eligible: np.ndarray, default: float) -> float:
+    """The eligible cut (indices into ``cuts``) closest to ``default``."""
+    return float(cuts[eligible[np.argmin(np.abs(cuts[eligible] - default))]])
