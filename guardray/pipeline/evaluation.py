@@ -86,12 +86,13 @@ def _metrics(ledger, key: str, ecfg) -> dict[str, Any]:
 
 
 def evaluate_guard(cfg, data_dir: str, policy: str, model_dir: str, model: str,
-                   name: str, ledger) -> dict[str, Any]:
-    """Score one model under ``policy`` on its test sets; the row of the quality table
-    (``{"policy", "model", "test", "cross_source", "judged_guard", "alarming_safe"}``, each a
-    metrics record or None)."""
+                   name: str, ledger, threshold_rule: str | None = None) -> dict[str, Any]:
+    """Score one model under ``policy`` on its test sets, its threshold chosen on the
+    validation rows by ``threshold_rule`` (`wiring.evaluate_config`); the row of the quality
+    table (``{"policy", "model", "test", "cross_source", "judged_guard", "alarming_safe"}``,
+    each a metrics record or None)."""
     ecfg = W.evaluate_config(cfg, data_dir, policy, model_dir, name=name,
-                             extra=test_sets(cfg, policy))
+                             extra=test_sets(cfg, policy), threshold_rule=threshold_rule)
     records = {r["dataset"]: r for r in _metrics(ledger, f"evaluate/{name}", ecfg)["datasets"]}
     return {"policy": policy, "model": model, "test": records.get(TEST),
             "cross_source": records.get(CROSS), "judged_guard": records.get(JUDGED),

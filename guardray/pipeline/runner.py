@@ -278,13 +278,16 @@ def _run_evaluate(cfg: PipelineConfig, plan: StagePlan, best: dict[str, dict[str
     per_policy = plan.finetune.scope == "per_policy"
     targets = {pid: [pid] for pid in best} if per_policy else {
         next(iter(best)): sorted(test_rows)}
-    models = [(group, f"{group}/seed{r['seed']}", r["checkpoint"])
+    # each model's threshold is picked by the rule of the stage that made it
+    rule = plan.finetune.train.threshold_rule if plan.finetune is not None else None
+    models = [(group, f"{group}/seed{r['seed']}", r["checkpoint"], rule)
               for group, r in sorted(best.items())]
     if uniguard is not None:
         targets["uniguard"] = sorted(test_rows)
-        models.append(("uniguard", "UniGuard", uniguard["model_dir"]))
+        models.append(("uniguard", "UniGuard", uniguard["model_dir"],
+                       plan.merge.objective.threshold_rule if plan.merge is not None else None))
     done, judged = [], {}
-    for group, model, checkpoint in models:
+    for group, model, checkpoint, rule in models:
         for policy in targets.get(group, []):
             if test_rows.get(policy, 0) == 0:
                 log.warning("evaluate: no test rows for %s in %s; skipped", policy, plan.data_dir)
@@ -294,7 +297,8 @@ def _run_evaluate(cfg: PipelineConfig, plan: StagePlan, best: dict[str, dict[str
                 done.append(f"{policy}: no test rows")
                 continue
             name = policy if per_policy and group == policy else f"{group}-{policy}"
-            row = E.evaluate_guard(cfg, plan.data_dir, policy, checkpoint, model, name, ledger)
+            row = E.evaluate_guard(cfg, plan.data_dir, policy, checkpoint, model, name, ledger,
+                                   threshold_rule=rule)
             test = row["test"] or {}
             report.evaluation.append({"policy": policy, "model": model, **{
                 k: test.get(k) for k in ("n", "precision", "recall", "f1", "auroc",

@@ -41,9 +41,12 @@ def _common(cfg: PipelineConfig) -> list[str]:
             _set("storage_options", cfg.storage_options)]
 
 
-def _load(cls: type, stage: StageSection, name: str, wiring: list[str]):
+def _load(cls: type, stage: StageSection, name: str, wiring: list[str],
+          defaults: list[str] = ()):
+    """The stage's config file, then ``defaults`` (the pipeline's choice, which the stage's
+    own overrides may change), the stage's overrides, then ``wiring`` (fixed by the run)."""
     try:
-        return load_config(cls, stage.config, [*stage.overrides, *wiring])
+        return load_config(cls, stage.config, [*defaults, *stage.overrides, *wiring])
     except ConfigError as exc:
         raise ConfigError(f"pipeline stage {name!r} ({stage.config}): {exc}") from None
 
@@ -172,11 +175,16 @@ def search_config(cfg: PipelineConfig, data_dir: str):
 
 
 def evaluate_config(cfg: PipelineConfig, data_dir: str, policy_id: str | None, model_dir: str,
-                    name: str | None = None, extra: list[dict[str, Any]] = ()):
+                    name: str | None = None, extra: list[dict[str, Any]] = (),
+                    threshold_rule: str | None = None):
     """The evaluation of one classifier on its policy's test rows (all test rows: None), then
     on ``extra`` datasets (`guardray.evaluate.config` data entries).
 
-    The decision threshold is chosen on the validation rows, never on a test set.
+    The decision threshold is chosen on the validation rows, never on a test set, by
+    ``threshold_rule`` (the rule the model's own stage used: finetune's
+    ``train.threshold_rule``, the search's ``objective.threshold_rule``), so the report
+    measures the model at the threshold its stage would pick; a ``threshold.rule`` in
+    ``stages.evaluate.overrides`` takes precedence, and None keeps the evaluate config's.
     """
     from guardray.evaluate import EvaluateConfig
 
@@ -187,7 +195,8 @@ def evaluate_config(cfg: PipelineConfig, data_dir: str, policy_id: str | None, m
         _set("model", model_dir), _set("judge", None), _set("policy", policy_id),
         _set("policies", cfg.policies), _set("data", [data, *extra]),
         _set("validation_data", validation), _set("overwrite", True),
-        _set("output_dir", out(cfg, "evaluate", name)), *_common(cfg)])
+        _set("output_dir", out(cfg, "evaluate", name)), *_common(cfg)],
+        defaults=[_set("threshold.rule", threshold_rule)] if threshold_rule else [])
 
 
 def judge_config(cfg: PipelineConfig, policy_id: str, data: dict[str, Any]):

@@ -73,6 +73,22 @@ def test_evaluation_is_per_policy_on_its_test_rows_threshold_on_validation():
     assert e.output_dir == "/tmp/gr-pipe/evaluate/tax"
 
 
+def test_the_report_picks_each_models_threshold_with_its_stages_rule():
+    # finetune's train.threshold_rule / the search's objective.threshold_rule reach the
+    # evaluation of the models they made; an evaluate override still wins
+    cfg = pipeline()
+    assert W.evaluate_config(cfg, "/d", "tax", "/m").threshold.rule == "max_f1"  # evaluate.yaml
+    e = W.evaluate_config(cfg, "/d", "tax", "/m", threshold_rule="max_f1_1se")
+    assert e.threshold.rule == "max_f1_1se" and e.threshold.value == 0.5
+    cfg = pipeline("stages.evaluate.overrides=[threshold.rule=fixed]")
+    assert W.evaluate_config(cfg, "/d", "tax", "/m",
+                             threshold_rule="max_f1_1se").threshold.rule == "fixed"
+    plan = plan_stages(pipeline("stages.finetune.overrides=[method=policyguard, "
+                                "train.threshold_rule=max_f1_1se]"))
+    assert plan.finetune.train.threshold_rule == "max_f1_1se"
+    assert plan.merge.objective.threshold_rule == "max_f1"
+
+
 def test_policyguard_or_an_explicit_base_needs_no_pretraining():
     plan = plan_stages(pipeline("stages.pretrain.enabled=false",
                                 "stages.finetune.overrides=[method=policyguard]"))
