@@ -279,8 +279,8 @@ def _run_evaluate(cfg: PipelineConfig, plan: StagePlan, best: dict[str, dict[str
     targets = {pid: [pid] for pid in best} if per_policy else {
         next(iter(best)): sorted(test_rows)}
     # each model's threshold is picked by the rule of the stage that made it
-    rule = plan.finetune.train.threshold_rule if plan.finetune is not None else None
-    models = [(group, f"{group}/seed{r['seed']}", r["checkpoint"], rule)
+    finetune_rule = plan.finetune.train.threshold_rule if plan.finetune is not None else None
+    models = [(group, f"{group}/seed{r['seed']}", r["checkpoint"], finetune_rule)
               for group, r in sorted(best.items())]
     if uniguard is not None:
         targets["uniguard"] = sorted(test_rows)
