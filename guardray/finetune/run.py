@@ -191,7 +191,7 @@ def run_finetune(cfg, connect: Callable[[], None] | None = None) -> dict[str, An
     cfg = cfg.model_copy(update={"output_dir": uris.parse_uri(cfg.output_dir).uri})
     policies = {p.id: p for p in load_policies(cfg.policies)}
     train, val = load_frames(cfg)
-    groups = build_groups(cfg, train, val, policies)
+    groups = _longest_first(cfg, build_groups(cfg, train, val, policies), policies)
     _check_targets(cfg, groups)
     base = resolve_base(cfg.model.base)
     check_max_length(base, cfg.model.max_length, trust_remote_code=cfg.model.trust_remote_code)
@@ -225,6 +225,22 @@ def run_finetune(cfg, connect: Callable[[], None] | None = None) -> dict[str, An
                if r["status"] != "ok"]
         raise FinetuneError(f"{summary['failed']} trial(s) failed:\n" + "\n".join(bad))
     return summary
+
+
+def _longest_first(cfg, groups: list[Group], policies: dict) -> list[Group]:
+    """``groups`` in the order their trials should start (`guardray.finetune.schedule`): Tune
+    starts grid trials seed by seed, each seed's groups in this order."""
+    from guardray.finetune.schedule import longest_first, token_estimate
+
+    costs = {g.name: token_estimate(build_inputs(g.train, input_format=cfg.resolved_input_format,
+                                                 policies=policies, sep_token=" "),
+                                    cfg.model.max_length) for g in groups}
+    order = longest_first(costs)
+    if len(order) > 1:
+        log.info("trials start longest first (estimated tokens per epoch): %s",
+                 ", ".join(f"{name} {costs[name]:,}" for name in order))
+    by_name = {g.name: g for g in groups}
+    return [by_name[name] for name in order]
 
 
 def _trial_dirname(trial) -> str:
