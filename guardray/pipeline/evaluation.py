@@ -6,8 +6,8 @@ For every evaluated model and policy (`evaluate_guard`), one `run_evaluation` sc
 - ``cross-source``: the test rows of sources held out of training (``data/cross_source``):
   prompts of collections the guard never saw, so the figure is not memorisation;
 - ``judged``: a seeded sample of those cross-source rows (half unsafe where possible) that
-  the LLM judge (`judge_policy`, the paper's Safe/Unsafe template) also answers, so the two are
-  compared on the same prompts;
+  the LLM judge (`start_judge`, the paper's Safe/Unsafe template) also answers, so the two are
+  compared on the same prompts; the judge runs in a thread beside the guards' evaluations;
 - ``alarming-safe``: prompts that sound alarming but are safe under the policy
   (``configs/data/alarming_safe/<policy>.jsonl``): their false-positive rate.
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
@@ -52,23 +53,45 @@ def judged_sample(rows, n: int, seed: int):
     return rows.iloc[picked].reset_index(drop=True)
 
 
-def test_sets(cfg, policy: str) -> list[dict[str, Any]]:
-    """The evaluate-config data entries beyond the test rows, for ``policy``; writes the judged
-    sample (once per policy) under ``{output_dir}/evaluate/judged/<policy>``."""
+def judged_dir(cfg, policy: str) -> str:
+    """Where the judged sample of ``policy`` lives: ``{output_dir}/evaluate/judged/<policy>``."""
+    return W.out(cfg, "evaluate", "judged", policy)
+
+
+def write_judged_samples(cfg, policies) -> list[str]:
+    """Write the judged sample of each of ``policies`` that the judge answers
+    (``evaluation.judge_policies``, with cross-source rows); the policies written. Done once,
+    before any evaluation reads them (the judge runs beside the guards' evaluations)."""
     from guardray.io import write_shard
 
     ev, so = cfg.evaluation, cfg.storage_options or None
-    sets = []
-    if ev.cross_source and (cfg.stages.ingest.enabled or cfg.stages.generate.enabled):
+    if not (ev.judge and ev.cross_source and (cfg.stages.ingest.enabled
+                                               or cfg.stages.generate.enabled)):
+        return []
+    written = []
+    for policy in policies:
+        if policy not in ev.judge_policies:
+            continue
         cross = policy_rows(W.cross_source_dir(cfg), policy, so)
         if len(cross):
+            sample = judged_sample(cross, ev.judge_rows, cfg.seed)
+            write_shard(sample[list(S.COLUMNS)], judged_dir(cfg, policy), index=0,
+                        if_exists="overwrite", storage_options=so)
+            written.append(policy)
+    return written
+
+
+def test_sets(cfg, policy: str, judged: bool = False) -> list[dict[str, Any]]:
+    """The evaluate-config data entries beyond the test rows, for ``policy``: its cross-source
+    rows, its judged sample (``judged``: written by `write_judged_samples`) and its
+    alarming-but-safe prompts."""
+    ev, so = cfg.evaluation, cfg.storage_options or None
+    sets = []
+    if ev.cross_source and (cfg.stages.ingest.enabled or cfg.stages.generate.enabled):
+        if len(policy_rows(W.cross_source_dir(cfg), policy, so)):
             sets.append({"path": W.cross_source_dir(cfg), "name": CROSS})
-            if ev.judge and policy in ev.judge_policies:
-                sample = judged_sample(cross, ev.judge_rows, cfg.seed)
-                folder = W.out(cfg, "evaluate", "judged", policy)
-                write_shard(sample[list(S.COLUMNS)], folder, index=0, if_exists="overwrite",
-                            storage_options=so)
-                sets.append({"path": folder, "name": JUDGED})
+    if judged:
+        sets.append({"path": judged_dir(cfg, policy), "name": JUDGED})
     if ev.alarming_safe:
         path = os.path.join(ev.alarming_safe, f"{policy}.jsonl")
         if os.path.isfile(path):
@@ -86,26 +109,43 @@ def _metrics(ledger, key: str, ecfg) -> dict[str, Any]:
 
 
 def evaluate_guard(cfg, data_dir: str, policy: str, model_dir: str, model: str,
-                   name: str, ledger, threshold_rule: str | None = None) -> dict[str, Any]:
-    """Score one model under ``policy`` on its test sets, its threshold chosen on the
-    validation rows by ``threshold_rule`` (`wiring.evaluate_config`); the row of the quality
-    table (``{"policy", "model", "test", "cross_source", "judged_guard", "alarming_safe"}``,
-    each a metrics record or None)."""
+                   name: str, ledger, threshold_rule: str | None = None,
+                   judged: bool = False) -> dict[str, Any]:
+    """Score one model under ``policy`` on its test sets (``judged``: the judged sample too),
+    its threshold chosen on the validation rows by ``threshold_rule``
+    (`wiring.evaluate_config`); the row of the quality table (``{"policy", "model", "test",
+    "cross_source", "judged_guard", "alarming_safe"}``, each a metrics record or None)."""
     ecfg = W.evaluate_config(cfg, data_dir, policy, model_dir, name=name,
-                             extra=test_sets(cfg, policy), threshold_rule=threshold_rule)
+                             extra=test_sets(cfg, policy, judged), threshold_rule=threshold_rule)
     records = {r["dataset"]: r for r in _metrics(ledger, f"evaluate/{name}", ecfg)["datasets"]}
     return {"policy": policy, "model": model, "test": records.get(TEST),
             "cross_source": records.get(CROSS), "judged_guard": records.get(JUDGED),
             "alarming_safe": records.get(ALARMING)}
 
 
-def judge_policy(cfg, policy: str, ledger) -> dict[str, Any] | None:
-    """The LLM judge's record on the judged sample of ``policy`` (None: nothing to judge)."""
-    folder = W.out(cfg, "evaluate", "judged", policy)
-    if not cfg.evaluation.judge or not uris.exists(folder, cfg.storage_options or None):
-        return None
-    jcfg = W.judge_config(cfg, policy, {"path": folder, "name": JUDGED})
-    return _metrics(ledger, f"judge/{policy}", jcfg)["datasets"][0]
+def start_judge(cfg, policy: str, ledger, pool) -> Future:
+    """The LLM judge on the judged sample of ``policy`` (`write_judged_samples`), run in
+    ``pool`` (a `concurrent.futures.Executor`) beside the guards' evaluations: the judge needs
+    nothing they produce, and on a CPU machine it holds one core for minutes. The future's
+    result is the judge's metrics record. A judge run a previous run finished with the same
+    config is reused (decided here, in the caller's thread, in the ledger's order); a run
+    records itself in the ledger when it ends."""
+    from guardray.evaluate import METRICS_JSON, run_evaluation
+
+    jcfg = W.judge_config(cfg, policy, {"path": judged_dir(cfg, policy), "name": JUDGED})
+    key = f"judge/{policy}"
+    saved = ledger.reused(key, jcfg, uris.join_uri(jcfg.output_dir, METRICS_JSON))
+    if saved is not None:
+        done: Future = Future()
+        done.set_result(saved["datasets"][0])
+        return done
+
+    def run() -> dict[str, Any]:
+        result = run_evaluation(jcfg)
+        ledger.record(key, jcfg)
+        return result["datasets"][0]
+
+    return pool.submit(run)
 
 
 def check_targets(row: dict[str, Any], targets) -> str | None:

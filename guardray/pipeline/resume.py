@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -47,14 +48,14 @@ class Ledger:
         except FileNotFoundError:
             self.done = {}
         self.reusing = True
-        self.reused: list[str] = []
+        self.reused_keys: list[str] = []
+        self._lock = threading.Lock()
 
-    def step(self, key: str, stage_cfg: Any, result_uri: str,
-             run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        """``run()``'s result, or the saved result at ``result_uri`` when step ``key`` finished
-        with this config in a previous run (and every step before it was reused)."""
-        fp = fingerprint(stage_cfg)
-        if self.reusing and self.done.get(key) == fp:
+    def reused(self, key: str, stage_cfg: Any, result_uri: str) -> dict[str, Any] | None:
+        """The saved result at ``result_uri`` when step ``key`` finished with this config in a
+        previous run (and every step asked about before it was reused); None: the step must
+        run, and so must every later one."""
+        if self.reusing and self.done.get(key) == fingerprint(stage_cfg):
             try:
                 result = uris.read_json(result_uri, self.so)
             except FileNotFoundError:
@@ -62,10 +63,24 @@ class Ledger:
             if isinstance(result, dict):
                 log.info("pipeline: %s finished in a previous run with this config; reused %s",
                          key, result_uri)
-                self.reused.append(key)
+                self.reused_keys.append(key)
                 return result
         self.reusing = False
+        return None
+
+    def record(self, key: str, stage_cfg: Any) -> None:
+        """Mark step ``key`` finished with this config (after its own outputs are written).
+        Thread-safe: a step run in a background thread (the LLM judge) records itself."""
+        with self._lock:
+            self.done[key] = fingerprint(stage_cfg)
+            uris.write_json_atomic(self.uri, dict(self.done), self.so)
+
+    def step(self, key: str, stage_cfg: Any, result_uri: str,
+             run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """``run()``'s result, or the saved one (`reused`); a step that runs is recorded."""
+        saved = self.reused(key, stage_cfg, result_uri)
+        if saved is not None:
+            return saved
         result = run()
-        self.done[key] = fp
-        uris.write_json_atomic(self.uri, self.done, self.so)
+        self.record(key, stage_cfg)
         return result

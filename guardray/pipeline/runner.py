@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -207,7 +208,7 @@ def _run_generate(gcfg, report: Report) -> None:
 
 
 def _reused(ledger, key: str) -> str:
-    return " (finished in a previous run with this config: reused)" if key in ledger.reused \
+    return " (finished in a previous run with this config: reused)" if key in ledger.reused_keys \
         else ""
 
 
@@ -286,29 +287,42 @@ def _run_evaluate(cfg: PipelineConfig, plan: StagePlan, best: dict[str, dict[str
         targets["uniguard"] = sorted(test_rows)
         models.append(("uniguard", "UniGuard", uniguard["model_dir"],
                        plan.merge.objective.threshold_rule if plan.merge is not None else None))
-    done, judged = [], {}
-    for group, model, checkpoint, rule in models:
-        for policy in targets.get(group, []):
-            if test_rows.get(policy, 0) == 0:
-                log.warning("evaluate: no test rows for %s in %s; skipped", policy, plan.data_dir)
-                report.evaluation.append({"policy": policy, "model": model, "n": 0,
-                                          "precision": None, "recall": None, "f1": None,
-                                          "auroc": None, "threshold": None})
-                done.append(f"{policy}: no test rows")
-                continue
-            name = policy if per_policy and group == policy else f"{group}-{policy}"
-            row = E.evaluate_guard(cfg, plan.data_dir, policy, checkpoint, model, name, ledger,
-                                   threshold_rule=rule)
-            test = row["test"] or {}
-            report.evaluation.append({"policy": policy, "model": model, **{
-                k: test.get(k) for k in ("n", "precision", "recall", "f1", "auroc",
-                                         "threshold")}})
-            if policy not in judged:
-                judged[policy] = E.judge_policy(cfg, policy, ledger)
-            row["judged_judge"] = judged[policy]
+    evaluated = [p for g, *_ in models for p in targets.get(g, []) if test_rows.get(p, 0)]
+    judged = E.write_judged_samples(cfg, sorted(set(evaluated)))
+    done, rows = [], []
+    # the judge holds one core for minutes and needs nothing the guards produce: it runs in a
+    # thread beside them (each waits for Ray's CPUs like any other Ray Data run)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="judge")
+    try:
+        judges = {policy: E.start_judge(cfg, policy, ledger, pool) for policy in judged}
+        for group, model, checkpoint, rule in models:
+            for policy in targets.get(group, []):
+                if test_rows.get(policy, 0) == 0:
+                    log.warning("evaluate: no test rows for %s in %s; skipped", policy,
+                                plan.data_dir)
+                    report.evaluation.append({"policy": policy, "model": model, "n": 0,
+                                              "precision": None, "recall": None, "f1": None,
+                                              "auroc": None, "threshold": None})
+                    done.append(f"{policy}: no test rows")
+                    continue
+                name = policy if per_policy and group == policy else f"{group}-{policy}"
+                row = E.evaluate_guard(cfg, plan.data_dir, policy, checkpoint, model, name,
+                                       ledger, threshold_rule=rule, judged=policy in judges)
+                test = row["test"] or {}
+                report.evaluation.append({"policy": policy, "model": model, **{
+                    k: test.get(k) for k in ("n", "precision", "recall", "f1", "auroc",
+                                             "threshold")}})
+                rows.append(row)
+                done.append(f"{model} on {policy}: test F1 {num(test.get('f1'))} "
+                            f"(n={test.get('n')})")
+        if judges:
+            log.info("evaluate: waiting for the LLM judge (%s)", ", ".join(judges))
+        for row in rows:
+            judge = judges.get(row["policy"])
+            row["judged_judge"] = judge.result() if judge is not None else None
             row["targets"] = E.check_targets(row, cfg.evaluation.targets)
             report.quality.append(row)
-            done.append(f"{model} on {policy}: test F1 {num(test.get('f1'))} "
-                        f"(n={test.get('n')})")
+    finally:  # on an error, a judge still running finishes (and is recorded); none starts
+        pool.shutdown(wait=True, cancel_futures=True)
     report.notes = E.notes(cfg)
     report.done("evaluate", ", ".join(done) + f"; reports in {W.out(cfg, 'evaluate')}")

@@ -53,3 +53,28 @@ def test_a_step_without_its_result_file_runs_again(tmp_path):
 def test_fingerprint_is_order_independent_and_value_sensitive():
     assert fingerprint({"a": 1, "b": [1, 2]}) == fingerprint({"b": [1, 2], "a": 1})
     assert fingerprint({"a": 1}) != fingerprint({"a": 2})
+
+
+def test_a_step_run_in_a_thread_is_reused_like_any_other(tmp_path):
+    """The judge's pattern: `reused` decided in the caller's thread, `record` from a worker
+    thread once the step's result is written; every step recorded lands in the ledger."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    configs = {f"judge/p{i}": {"i": i} for i in range(6)}
+
+    def run(key):
+        (tmp_path / f"{key.replace('/', '_')}.json").write_text(json.dumps({"key": key}))
+        ledger.record(key, configs[key])
+
+    ledger = Ledger(str(tmp_path))
+    todo = [k for k in configs if ledger.reused(k, configs[k], str(tmp_path / "none")) is None]
+    assert todo == list(configs)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        list(pool.map(run, todo))
+    assert json.loads((tmp_path / LEDGER).read_text()) == {
+        k: fingerprint(v) for k, v in configs.items()}
+
+    again = Ledger(str(tmp_path))
+    assert [again.reused(k, v, str(tmp_path / f"{k.replace('/', '_')}.json"))
+            for k, v in configs.items()] == [{"key": k} for k in configs]
+    assert again.reused_keys == list(configs)
