@@ -17,6 +17,7 @@ from pydantic import Field, model_validator
 from guardray import schema as S
 from guardray.config.base import ConfigError, StageConfig, StrictModel
 from guardray.llm.config import LLMConfig
+from guardray.metrics.threshold import Rule as ThresholdRule
 
 
 class DatasetConfig(StrictModel):
@@ -84,7 +85,7 @@ class ThresholdConfig(StrictModel):
         value: the fixed / fallback threshold (0.5 is the classifier's argmax).
     """
 
-    rule: Literal["max_f1", "max_f1_1se", "fixed"] = "max_f1"
+    rule: ThresholdRule = "max_f1"
     value: float = Field(default=0.5, ge=0.0, le=1.0)
 
 

@@ -23,6 +23,7 @@ from pydantic import Field, field_validator, model_validator
 from guardray import schema as S
 from guardray.config.base import StageConfig, StrictModel
 from guardray.data.mix import MixRule
+from guardray.metrics.threshold import Rule as ThresholdRule
 
 Method = Literal["policyguard", "guardformer"]
 Tuning = Literal["full", "classifier"]
@@ -157,7 +158,7 @@ class TrainSection(StrictModel):
     group_by_length: bool = False
     class_weights: Literal["none", "balanced"] = "none"
     rationale_dropout: float = Field(default=1.0, ge=0, le=1)
-    threshold_rule: Literal["max_f1", "max_f1_1se", "fixed"] = "max_f1"
+    threshold_rule: ThresholdRule = "max_f1"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"
     ema_decay: float | None = Field(default=None, ge=0.0, lt=1.0)

@@ -15,6 +15,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from guardray import schema as S
 from guardray.config.base import StageConfig, StrictModel
+from guardray.metrics.threshold import Rule as ThresholdRule
 
 SEARCHERS = ("thompson", "egreedy", "random", "optuna", "basic")
 OWN_SEARCHERS = ("thompson", "egreedy", "random")
@@ -79,7 +80,7 @@ class ObjectiveSection(StrictModel):
 
     split: str = "validation"
     aggregate: Literal["mean", "worst"] = "mean"
-    threshold_rule: Literal["max_f1", "max_f1_1se", "fixed"] = "max_f1"
+    threshold_rule: ThresholdRule = "max_f1"
     max_length: int = Field(default=256, ge=8, le=8192)
     batch_size: int = Field(default=64, ge=1)
 
