@@ -53,6 +53,13 @@ def judged_sample(rows, n: int, seed: int):
     return rows.iloc[picked].reset_index(drop=True)
 
 
+def _cross_source_on(cfg) -> bool:
+    """Whether the run has cross-source rows to score (held-out sources need imported or
+    generated rows)."""
+    return cfg.evaluation.cross_source and (cfg.stages.ingest.enabled
+                                            or cfg.stages.generate.enabled)
+
+
 def judged_dir(cfg, policy: str) -> str:
     """Where the judged sample of ``policy`` lives: ``{output_dir}/evaluate/judged/<policy>``."""
     return W.out(cfg, "evaluate", "judged", policy)
@@ -65,8 +72,7 @@ def write_judged_samples(cfg, policies) -> list[str]:
     from guardray.io import write_shard
 
     ev, so = cfg.evaluation, cfg.storage_options or None
-    if not (ev.judge and ev.cross_source and (cfg.stages.ingest.enabled
-                                               or cfg.stages.generate.enabled)):
+    if not (ev.judge and _cross_source_on(cfg)):
         return []
     written = []
     for policy in policies:
@@ -87,9 +93,8 @@ def test_sets(cfg, policy: str, judged: bool = False) -> list[dict[str, Any]]:
     alarming-but-safe prompts."""
     ev, so = cfg.evaluation, cfg.storage_options or None
     sets = []
-    if ev.cross_source and (cfg.stages.ingest.enabled or cfg.stages.generate.enabled):
-        if len(policy_rows(W.cross_source_dir(cfg), policy, so)):
-            sets.append({"path": W.cross_source_dir(cfg), "name": CROSS})
+    if _cross_source_on(cfg) and len(policy_rows(W.cross_source_dir(cfg), policy, so)):
+        sets.append({"path": W.cross_source_dir(cfg), "name": CROSS})
     if judged:
         sets.append({"path": judged_dir(cfg, policy), "name": JUDGED})
     if ev.alarming_safe:
