@@ -248,29 +248,20 @@ class SearchSpace:
         full = self.full_weights(point)
         n = len(members)
         others = [j for j in range(self.k) if j not in members]
-        subsets: list[tuple[list[int], np.ndarray]] = []
+        added: list[tuple[list[int], np.ndarray]] = []
         if n < self.max_models:
             for j in others:
                 w = full * n / (n + 1)
                 w[j] = 1.0 / (n + 1)
-                subsets.append((sorted([*members, j]), w))
-        if n > self.min_models:
-            for i in members:
-                w = full.copy()
-                w[i] = 0.0
-                subsets.append(([m for m in members if m != i], w))
+                added.append((sorted([*members, j]), w))
+        swapped: list[tuple[list[int], np.ndarray]] = []
         for i in members:
             for j in others:
                 w = full.copy()
                 w[j], w[i] = w[i], 0.0
-                subsets.append((sorted([m for m in members if m != i] + [j]), w))
-        out = []
-        for idx, w in subsets:
-            valid = self.valid_methods(len(idx))
-            if not valid:
-                continue
-            method = point.method if point.method in valid else valid[0]
-            out.append(self._with_method(point, tuple(idx), w[idx], method))
+                swapped.append((sorted([m for m in members if m != i] + [j]), w))
+        out = (self._subsets_of(point, added) + self.drop_one(point)[::-1]
+               + self._subsets_of(point, swapped))
         for method in self.valid_methods(n):
             if method != point.method:
                 out.append(self._with_method(point, point.members, full[members], method))
@@ -283,13 +274,21 @@ class SearchSpace:
         if len(point.members) <= self.min_models:
             return []
         full = self.full_weights(point)
+        return self._subsets_of(point, [([m for m in point.members if m != i], full)
+                                        for i in reversed(point.members)])
+
+    def _subsets_of(self, point: Point, subsets: Sequence[tuple[Sequence[int], np.ndarray]]
+                    ) -> list[Point]:
+        """``point`` on each ``(members, full (k,) weights)`` of ``subsets``, with its method
+        where the member count allows it, else the first valid one; a member count no method
+        takes is skipped."""
         out = []
-        for i in reversed(point.members):
-            idx = tuple(m for m in point.members if m != i)
+        for idx, w in subsets:
+            idx = tuple(idx)
             valid = self.valid_methods(len(idx))
             if valid:
                 method = point.method if point.method in valid else valid[0]
-                out.append(self._with_method(point, idx, full[list(idx)], method))
+                out.append(self._with_method(point, idx, w[list(idx)], method))
         return out
 
     def _with_method(self, point: Point, members: tuple[int, ...], weights: np.ndarray,
