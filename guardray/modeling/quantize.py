@@ -71,6 +71,14 @@ def quantize_model(model, mode: str, device: str, *, field: str = "quantize"):
                                      dtype=torch.qint8, inplace=True)
     n = sum(1 for m in quantized.modules() if type(m).__name__ == "Linear"
             and type(m).__module__.startswith("torch.ao.nn.quantized"))
-    log.info("%s=int8: %d Linear layers quantized (dynamic, per-channel int8 weights)", field,
-             n)
+    log.info("%s=int8: %d Linear layers quantized (dynamic, per-channel int8 weights), %d left "
+             "in floating point", field, n, float_linears(quantized))
     return quantized.eval()
+
+
+def float_linears(model) -> int:
+    """How many ``torch.nn.Linear`` layers of ``model`` still compute in floating point (a
+    dynamically quantized Linear is not one)."""
+    import torch
+
+    return sum(isinstance(m, torch.nn.Linear) for m in model.modules())

@@ -7,11 +7,7 @@ import pytest
 import torch
 
 from guardray.errors import ModelError
-from guardray.modeling.quantize import quantize_model
-
-
-def _linears(model) -> int:
-    return sum(isinstance(m, torch.nn.Linear) for m in model.modules())
+from guardray.modeling.quantize import float_linears, quantize_model
 
 
 def test_int8_weights_are_per_channel_symmetric_and_within_half_a_step():
@@ -51,10 +47,10 @@ def test_a_guard_keeps_its_scores_within_a_hundredth_and_only_linear_layers_chan
               padding=True, return_tensors="pt")
     with torch.inference_mode():
         p32 = torch.softmax(model(**enc).logits, -1)[:, 1].numpy()
-    n_linear = _linears(model)
+    n_linear = float_linears(model)
     n_embed = sum(isinstance(m, torch.nn.Embedding) for m in model.modules())
     q = quantize_model(model, "int8", "cpu")
-    assert _linears(q) == 0 and n_linear > 0
+    assert float_linears(q) == 0 and n_linear > 0
     assert sum(type(m).__name__ == "Linear" and "quantized.dynamic" in type(m).__module__
                for m in q.modules()) == n_linear
     assert sum(isinstance(m, torch.nn.Embedding) for m in q.modules()) == n_embed
@@ -66,6 +62,6 @@ def test_a_guard_keeps_its_scores_within_a_hundredth_and_only_linear_layers_chan
 def test_none_and_gpu_leave_the_model_alone_and_unknown_modes_are_refused():
     model = torch.nn.Sequential(torch.nn.Linear(4, 2))
     assert quantize_model(model, "none", "cpu") is model
-    assert quantize_model(model, "int8", "cuda") is model and _linears(model) == 1
+    assert quantize_model(model, "int8", "cuda") is model and float_linears(model) == 1
     with pytest.raises(ModelError, match=r"model.quantize='int4': expected one of"):
         quantize_model(model, "int4", "cpu", field="model.quantize")

@@ -4,12 +4,9 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 from serve_testlib import PROMPTS, make_guard
 
-
-def _linears(model) -> int:
-    return sum(isinstance(m, torch.nn.Linear) for m in model.modules())
+from guardray.modeling.quantize import float_linears
 
 
 def test_the_guard_scorer_and_the_cli_flags_carry_quantize(tmp_path):
@@ -26,7 +23,7 @@ def test_the_guard_scorer_and_the_cli_flags_carry_quantize(tmp_path):
         assert info.quantize == mode and info.to_spec().quantize == mode
         scorer = GuardScorer(info)
         probs[mode] = scorer.score(PROMPTS, ["finance"] * len(PROMPTS))[0]
-    assert _linears(scorer.predictor.model) == 0
+    assert float_linears(scorer.predictor.model) == 0
     # a random tiny model: looser than a trained guard (docs/BENCHMARKS.md, bench_quantize)
     np.testing.assert_allclose(probs["int8"], probs["none"], atol=3e-2)
     assert not np.array_equal(probs["int8"], probs["none"])
