@@ -240,12 +240,17 @@ class GroupSplitSettings(StrictModel):
         block_size: rows per block of the all-pairs similarity scan (memory ~ block x rows).
         warn_group_fraction: log a warning when one group holds more than this fraction of
             the texts (chaining can merge a whole templated collection into one group).
+        stratify: after the hash split, move a few ``train`` groups so every (policy, label)
+            stratum has at least ``floor(fraction * rows)`` rows in validation and in test
+            (`guardray.ingest.groups.top_up_strata`); off: the plain hash split, where a
+            policy's few unsafe rows can all land in train.
     """
 
     method: Literal["embedding", "exact"] = "embedding"
     threshold: float = Field(default=0.8, gt=0, le=1)
     block_size: int = Field(default=4096, ge=16)
     warn_group_fraction: float = Field(default=0.05, gt=0, le=1)
+    stratify: bool = True
 
 
 class IngestConfig(StageConfig):

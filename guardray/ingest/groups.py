@@ -18,11 +18,17 @@ assignment depends neither on row order nor on sharding, and a group keeps its s
 unrelated rows are added. Chaining (A~B, B~C) can merge a templated collection into one large
 group: that is the point (its members are near-duplicates of each other), but it skews the
 split fractions, so the sizes are reported.
+
+A hash split is unstratified, so a rare stratum (a policy's few unsafe rows) can miss an
+evaluation split almost entirely; given per-text stratum counts, `top_up_strata` then moves
+a few ``train`` groups until each stratum has at least its floor share of ``validation`` and
+``test`` (everything else keeps its hash split).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -144,9 +150,61 @@ def group_splits(keys: np.ndarray, held_out: np.ndarray, *, validation: float, t
     return codes
 
 
+def top_up_strata(codes: np.ndarray, counts: np.ndarray, keys: np.ndarray, movable: np.ndarray,
+                  *, validation: float, test: float, seed: int) -> tuple[np.ndarray, int]:
+    """Move groups from ``train`` until every stratum has its share of each evaluation split.
+
+    A split by group hash is unstratified: a rare stratum (a policy's few unsafe rows) can
+    land almost wholly in ``train``. On the main job's data, 1 of tax's 36 unsafe rows went to
+    validation (15% would be 5), so tax's validation macro-F1 was decided by one row. For each
+    stratum ``s`` (e.g. one (policy, label) pair), rarest first, and each evaluation split
+    ``e`` with fraction ``f_e``, while
+
+        rows_e(s) < floor(f_e * rows(s))
+
+    the next ``train`` group holding ``s`` (in seeded hash order, so the choice is as random as
+    the hash split and independent of row order) moves to ``e``. Only ``train`` groups move,
+    and only ``movable`` ones, so held-out groups stay in ``test`` and an evaluation split never
+    loses a group; groups already at their share keep their hash split.
+
+    Args:
+        codes: (g,) split codes (`SPLIT_CODES`) from `group_splits`.
+        counts: (g, s) rows of each stratum in each group.
+        keys: (g,) uint64 group keys (their seeded hash orders the candidates).
+        movable: (g,) bool: groups that may move.
+        validation, test: the split fractions.
+        seed: split seed.
+
+    Returns:
+        ``(new codes (g,), number of groups moved)``.
+    """
+    codes = np.asarray(codes, np.int8).copy()
+    counts = np.asarray(counts, np.int64)
+    if codes.size == 0 or counts.size == 0:
+        return codes, 0
+    order = np.argsort(hash_unit(keys, seed + 1), kind="stable")
+    train = SPLIT_CODES["train"]
+    moved = 0
+    totals = counts.sum(axis=0)
+    for s in np.argsort(totals, kind="stable"):
+        have = counts[order, s] > 0
+        for name, frac in (("validation", validation), ("test", test)):
+            code = SPLIT_CODES[name]
+            need = int(math.floor(frac * totals[s] + 1e-9)) - int(counts[codes == code, s].sum())
+            for gi in order[have]:
+                if need <= 0:
+                    break
+                if codes[gi] == train and movable[gi]:
+                    codes[gi] = code
+                    need -= int(counts[gi, s])
+                    moved += 1
+    return codes, moved
+
+
 def assign_text_splits(text_key: np.ndarray, held_out: np.ndarray, emb: np.ndarray | None, *,
                        threshold: float, validation: float, test: float, seed: int,
-                       block_size: int = 4096) -> tuple[np.ndarray, np.ndarray, dict]:
+                       block_size: int = 4096, strata: np.ndarray | None = None
+                       ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Splits of distinct texts.
 
     Args:
@@ -155,10 +213,13 @@ def assign_text_splits(text_key: np.ndarray, held_out: np.ndarray, emb: np.ndarr
         emb: (t, d) normalised embeddings of the texts, or None for exact groups only.
         threshold, block_size: see `near_duplicate_components`.
         validation, test, seed: see `group_splits`.
+        strata: (t, s) rows of each stratum per text (e.g. per (policy, label)), or None:
+            with it, rare strata get their share of validation and test (`top_up_strata`).
 
     Returns:
         ``(split codes (t,) int8, group id (t,) int64, stats)``; stats: groups, largest group,
-        texts in groups of 2+, held-out groups, texts pulled into test by a held-out member.
+        texts in groups of 2+, held-out groups, texts pulled into test by a held-out member,
+        groups moved out of train by the stratified top-up.
     """
     t = len(text_key)
     comps = (near_duplicate_components(emb, threshold, block_size=block_size)
@@ -166,8 +227,15 @@ def assign_text_splits(text_key: np.ndarray, held_out: np.ndarray, emb: np.ndarr
     groups, g = merge_labels(comps)
     held_group = np.zeros(g, bool)
     np.logical_or.at(held_group, groups, np.asarray(held_out, bool))
-    codes_g = group_splits(group_keys(groups, text_key, g), held_group,
-                           validation=validation, test=test, seed=seed)
+    gkeys = group_keys(groups, text_key, g)
+    codes_g = group_splits(gkeys, held_group, validation=validation, test=test, seed=seed)
+    moved = 0
+    if strata is not None and t:
+        strata = np.asarray(strata, np.int64).reshape(t, -1)
+        counts = np.zeros((g, strata.shape[1]), np.int64)
+        np.add.at(counts, groups, strata)
+        codes_g, moved = top_up_strata(codes_g, counts, gkeys, ~held_group,
+                                       validation=validation, test=test, seed=seed)
     sizes = np.bincount(groups, minlength=g) if t else np.zeros(0, np.int64)
     codes = codes_g[groups] if t else np.zeros(0, np.int8)
     stats = {
@@ -177,6 +245,7 @@ def assign_text_splits(text_key: np.ndarray, held_out: np.ndarray, emb: np.ndarr
         "pulled_into_test": int((held_group[groups] & ~np.asarray(held_out, bool)).sum())
         if t else 0,
         "group_split_texts": {name: int((codes == c).sum()) for name, c in SPLIT_CODES.items()},
+        "stratified_moves": moved,
     }
     return codes, groups, stats
 

@@ -7,7 +7,8 @@ text a split (`guardray.ingest.groups`); rows whose ``generator`` marks them hel
 `assign_group_splits` applies it to any Ray Dataset of sample rows: what the ingest stage
 does to its rows, and what a pipeline can run on a mix of imported and synthetic rows, so a
 synthetic paraphrase of a test prompt cannot land in train. Only the ``text`` and
-``generator`` columns and one embedding per distinct text reach the driver; the split column
+``generator`` columns (with ``policy_id`` and ``label`` for the stratified top-up) and one
+embedding per distinct text reach the driver; the split column
 is rewritten by ``map_batches`` from a sorted key -> split table in the object store.
 """
 
@@ -51,13 +52,15 @@ class TextGroups:
 
 
 def group_texts(texts: list[str], generators: list[str], *, groups, split, embedder,
-                seed: int) -> TextGroups:
+                seed: int, policies: list[str] | None = None, labels=None) -> TextGroups:
     """Group the texts of ``n`` rows and split the groups (embeds on Ray).
 
     Args:
         texts, generators: per row.
         groups: `GroupSplitSettings`; split: `SplitConfig`; embedder: the dedup embedder
             settings; seed: split seed.
+        policies, labels: per row; with ``groups.stratify``, each (policy, label) stratum
+            gets at least its floor share of validation and test (`groups.top_up_strata`).
     """
     from guardray.ingest.embed import embed_texts
 
@@ -69,9 +72,15 @@ def group_texts(texts: list[str], generators: list[str], *, groups, split, embed
     emb = None
     if groups.method == "embedding" and len(uniq) > 1:
         emb = embed_texts([texts[i] for i in first], embedder)
+    strata = None
+    if groups.stratify and policies is not None and labels is not None and len(uniq):
+        pairs = [f"{p}\x1f{int(y)}" for p, y in zip(policies, labels)]
+        _, stratum = np.unique(np.asarray(pairs, dtype=object).astype(str), return_inverse=True)
+        strata = np.zeros((len(uniq), int(stratum.max()) + 1), np.int64)
+        np.add.at(strata, (inverse.reshape(-1), stratum.reshape(-1)), 1)
     codes, _, stats = G.assign_text_splits(
         uniq, held, emb, threshold=groups.threshold, validation=split.validation,
-        test=split.test, seed=seed, block_size=groups.block_size)
+        test=split.test, seed=seed, block_size=groups.block_size, strata=strata)
     if stats["texts"] and stats["largest_group"] > groups.warn_group_fraction * stats["texts"]:
         logger.warning("one near-duplicate group holds %d of %d distinct texts (threshold %s): "
                        "it goes to one split, which skews the split fractions",
@@ -131,10 +140,12 @@ def assign_group_splits(ds, *, groups, split, embedder, seed: int = 0,
 
     from guardray.ingest.groups import shadowed_by_held_out
 
-    meta = gather_columns(ds, [S.ID, S.POLICY_ID, S.TEXT, S.GENERATOR])
+    meta = gather_columns(ds, [S.ID, S.POLICY_ID, S.TEXT, S.GENERATOR, S.LABEL])
     generators = meta.column(S.GENERATOR).to_pylist()
     grouped = group_texts(meta.column(S.TEXT).to_pylist(), generators, groups=groups,
-                          split=split, embedder=embedder, seed=seed)
+                          split=split, embedder=embedder, seed=seed,
+                          policies=meta.column(S.POLICY_ID).to_pylist(),
+                          labels=meta.column(S.LABEL).to_pylist())
     ref = ray.put((grouped.keys, grouped.codes))
     out = ds.map_batches(_set_split, batch_format="pyarrow", fn_kwargs={"table_ref": [ref]})
     stats = dict(grouped.stats, duplicate_of_held_out=0)

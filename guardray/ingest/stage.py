@@ -234,7 +234,8 @@ def split_rows(frame, cfg: IngestConfig):
 
     grouped = group_texts(frame[S.TEXT].tolist(), frame[S.GENERATOR].tolist(),
                           groups=cfg.groups, split=cfg.split, embedder=cfg.dedup.embedder,
-                          seed=cfg.seed)
+                          seed=cfg.seed, policies=frame[S.POLICY_ID].tolist(),
+                          labels=frame[S.LABEL].tolist())
     frame = frame.assign(**{S.SPLIT: grouped.row_splits()})
     shadow = shadowed_by_held_out(grouped.inverse, frame[S.POLICY_ID].tolist(),
                                   frame[M.HELD_OUT].to_numpy(bool), grouped.emb,

@@ -91,7 +91,8 @@ def build_training_data(cfg, folders: list[str]) -> dict[str, Any]:
     rows = read_shards(dedup_dir, so).to_pandas()
     texts, gens = rows[S.TEXT].tolist(), rows[S.GENERATOR].tolist()
     grouped = group_texts(texts, gens, groups=d.groups, split=cfg.splits,
-                          embedder=d.dedup.embedder, seed=cfg.seed)
+                          embedder=d.dedup.embedder, seed=cfg.seed,
+                          policies=rows[S.POLICY_ID].tolist(), labels=rows[S.LABEL].tolist())
     rows[S.SPLIT] = grouped.row_splits()
     held = np.fromiter((is_held_out(g) for g in gens), bool, len(gens))
     shadowed = shadowed_by_held_out(grouped.inverse, rows[S.POLICY_ID].tolist(), held,

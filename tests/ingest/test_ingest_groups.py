@@ -118,3 +118,52 @@ def test_shadowed_by_held_out_rows():
     exact = G.shadowed_by_held_out(np.array([0, 0, 1]), ["a", "a", "a"],
                                    np.array([True, False, False]), None, 0.9)
     assert exact.tolist() == [False, True, False]
+
+
+def test_top_up_moves_train_groups_until_a_rare_stratum_has_its_share():
+    # 10 groups; stratum 0 (rare: 1 row in each of groups 0-5), stratum 1 (1 row everywhere)
+    counts = np.zeros((10, 2), np.int64)
+    counts[:6, 0] = 1
+    counts[:, 1] = 1
+    train, val, test = (G.SPLIT_CODES[n] for n in ("train", "validation", "test"))
+    codes = np.array([train] * 6 + [val, test, test, train], np.int8)
+    keys = np.arange(10, dtype=np.uint64) + 1000
+    movable = np.ones(10, bool)
+    new, moved = G.top_up_strata(codes, counts, keys, movable, validation=0.34, test=0.34,
+                                 seed=0)
+    # stratum 0: floor(0.34 * 6) = 2 rows each for validation and test, 0 before -> 4 moves
+    for code in (val, test):
+        assert counts[new == code, 0].sum() == 2
+    # stratum 1: floor(0.34 * 10) = 3 each; validation had 1, +2 from stratum 0's moves -> 3;
+    # test had 2, +2 -> 4: nothing more moves
+    assert counts[new == val, 1].sum() == 3 and counts[new == test, 1].sum() == 4
+    assert moved == 4 and int((new != codes).sum()) == 4
+    # only train groups moved, and the groups already in validation / test kept their split
+    assert (codes[new != codes] == train).all() and (new[6:9] == codes[6:9]).all()
+    # a stratum already at its share moves nothing; unmovable groups never move
+    same, none = G.top_up_strata(new, counts, keys, movable, validation=0.34, test=0.34, seed=0)
+    assert none == 0 and (same == new).all()
+    pinned, n0 = G.top_up_strata(codes, counts, keys, np.zeros(10, bool), validation=0.34,
+                                 test=0.34, seed=0)
+    assert n0 == 0 and (pinned == codes).all()
+
+
+def test_stratified_split_keeps_held_out_groups_and_near_duplicates_together():
+    emb, _ = planted(n_groups=120, per=3, noise=0.15, seed=1)
+    keys = G.text_keys([f"text {i}" for i in range(len(emb))])
+    held = np.zeros(len(emb), bool)
+    held[:5] = True
+    strata = np.zeros((len(emb), 2), np.int64)
+    strata[:, 0] = 1
+    strata[::30, 1] = 1  # a rare stratum: 12 texts
+    kw = {"threshold": 0.8, "validation": 0.25, "test": 0.25, "seed": 0, "block_size": 64}
+    plain, groups, _ = G.assign_text_splits(keys, held, emb, **kw)
+    codes, groups2, stats = G.assign_text_splits(keys, held, emb, strata=strata, **kw)
+    assert strata[plain == G.SPLIT_CODES["validation"], 1].sum() < 3  # the hash split is short
+    assert (groups == groups2).all() and split_property_holds(emb, codes, 0.8)
+    assert (codes[np.isin(groups, groups[held])] == G.SPLIT_CODES["test"]).all()
+    for name in ("validation", "test"):
+        assert strata[codes == G.SPLIT_CODES[name], 1].sum() >= 3  # floor(0.25 * 12)
+    changed = codes != plain
+    assert stats["stratified_moves"] == len(set(groups[changed].tolist())) > 0
+    assert (plain[changed] == G.SPLIT_CODES["train"]).all()
