@@ -240,17 +240,18 @@ class GroupSplitSettings(StrictModel):
         block_size: rows per block of the all-pairs similarity scan (memory ~ block x rows).
         warn_group_fraction: log a warning when one group holds more than this fraction of
             the texts (chaining can merge a whole templated collection into one group).
-        stratify: after the hash split, move a few ``train`` groups so every (policy, label)
-            stratum has at least ``floor(fraction * rows)`` rows in validation and in test
-            (`guardray.ingest.groups.top_up_strata`); off: the plain hash split, where a
-            policy's few unsafe rows can all land in train.
+        stratify_min_rows: after the hash split, move a few ``train`` groups so every
+            (policy, label) stratum has at least ``min(floor(fraction * rows), this)`` rows in
+            validation and in test (`guardray.ingest.groups.top_up_strata`); strata with this
+            many rows there keep their hash split. 0: the plain hash split, where a policy's
+            few unsafe rows can all land in train.
     """
 
     method: Literal["embedding", "exact"] = "embedding"
     threshold: float = Field(default=0.8, gt=0, le=1)
     block_size: int = Field(default=4096, ge=16)
     warn_group_fraction: float = Field(default=0.05, gt=0, le=1)
-    stratify: bool = True
+    stratify_min_rows: int = Field(default=10, ge=0)
 
 
 class IngestConfig(StageConfig):

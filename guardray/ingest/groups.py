@@ -21,8 +21,8 @@ split fractions, so the sizes are reported.
 
 A hash split is unstratified, so a rare stratum (a policy's few unsafe rows) can miss an
 evaluation split almost entirely; given per-text stratum counts, `top_up_strata` then moves
-a few ``train`` groups until each stratum has at least its floor share of ``validation`` and
-``test`` (everything else keeps its hash split).
+a few ``train`` groups until each rare stratum has at least its floor share of
+``validation`` and ``test`` (up to ``min_rows``; everything else keeps its hash split).
 """
 
 from __future__ import annotations
@@ -151,8 +151,10 @@ def group_splits(keys: np.ndarray, held_out: np.ndarray, *, validation: float, t
 
 
 def top_up_strata(codes: np.ndarray, counts: np.ndarray, keys: np.ndarray, movable: np.ndarray,
-                  *, validation: float, test: float, seed: int) -> tuple[np.ndarray, int]:
-    """Move groups from ``train`` until every stratum has its share of each evaluation split.
+                  *, validation: float, test: float, seed: int, min_rows: int = 10
+                  ) -> tuple[np.ndarray, int]:
+    """Move groups from ``train`` until every rare stratum has its share of each evaluation
+    split.
 
     A split by group hash is unstratified: a rare stratum (a policy's few unsafe rows) can
     land almost wholly in ``train``. On the main job's data, 1 of tax's 36 unsafe rows went to
@@ -160,12 +162,15 @@ def top_up_strata(codes: np.ndarray, counts: np.ndarray, keys: np.ndarray, movab
     stratum ``s`` (e.g. one (policy, label) pair), rarest first, and each evaluation split
     ``e`` with fraction ``f_e``, while
 
-        rows_e(s) < floor(f_e * rows(s))
+        rows_e(s) < min(floor(f_e * rows(s)), min_rows)
 
     the next ``train`` group holding ``s`` (in seeded hash order, so the choice is as random as
     the hash split and independent of row order) moves to ``e``. Only ``train`` groups move,
     and only ``movable`` ones, so held-out groups stay in ``test`` and an evaluation split never
-    loses a group; groups already at their share keep their hash split.
+    loses a group. ``min_rows`` limits the top-up to rare strata: a stratum with ``min_rows``
+    rows in a split is left alone, so common strata keep their hash split (filling every
+    stratum to its exact share moved 144 rows of the main job's 4131 into validation and cost
+    the TaskGuards training rows; this moves a few groups).
 
     Args:
         codes: (g,) split codes (`SPLIT_CODES`) from `group_splits`.
@@ -174,6 +179,7 @@ def top_up_strata(codes: np.ndarray, counts: np.ndarray, keys: np.ndarray, movab
         movable: (g,) bool: groups that may move.
         validation, test: the split fractions.
         seed: split seed.
+        min_rows: rows per split at which a stratum counts as served (0: nothing moves).
 
     Returns:
         ``(new codes (g,), number of groups moved)``.
@@ -190,7 +196,8 @@ def top_up_strata(codes: np.ndarray, counts: np.ndarray, keys: np.ndarray, movab
         have = counts[order, s] > 0
         for name, frac in (("validation", validation), ("test", test)):
             code = SPLIT_CODES[name]
-            need = int(math.floor(frac * totals[s] + 1e-9)) - int(counts[codes == code, s].sum())
+            share = min(int(math.floor(frac * totals[s] + 1e-9)), int(min_rows))
+            need = share - int(counts[codes == code, s].sum())
             for gi in order[have]:
                 if need <= 0:
                     break
@@ -203,8 +210,8 @@ def top_up_strata(codes: np.ndarray, counts: np.ndarray, keys: np.ndarray, movab
 
 def assign_text_splits(text_key: np.ndarray, held_out: np.ndarray, emb: np.ndarray | None, *,
                        threshold: float, validation: float, test: float, seed: int,
-                       block_size: int = 4096, strata: np.ndarray | None = None
-                       ) -> tuple[np.ndarray, np.ndarray, dict]:
+                       block_size: int = 4096, strata: np.ndarray | None = None,
+                       min_rows: int = 10) -> tuple[np.ndarray, np.ndarray, dict]:
     """Splits of distinct texts.
 
     Args:
@@ -214,7 +221,8 @@ def assign_text_splits(text_key: np.ndarray, held_out: np.ndarray, emb: np.ndarr
         threshold, block_size: see `near_duplicate_components`.
         validation, test, seed: see `group_splits`.
         strata: (t, s) rows of each stratum per text (e.g. per (policy, label)), or None:
-            with it, rare strata get their share of validation and test (`top_up_strata`).
+            with it, rare strata get their share of validation and test (`top_up_strata`,
+            with ``min_rows``).
 
     Returns:
         ``(split codes (t,) int8, group id (t,) int64, stats)``; stats: groups, largest group,
@@ -235,7 +243,8 @@ def assign_text_splits(text_key: np.ndarray, held_out: np.ndarray, emb: np.ndarr
         counts = np.zeros((g, strata.shape[1]), np.int64)
         np.add.at(counts, groups, strata)
         codes_g, moved = top_up_strata(codes_g, counts, gkeys, ~held_group,
-                                       validation=validation, test=test, seed=seed)
+                                       validation=validation, test=test, seed=seed,
+                                       min_rows=min_rows)
     sizes = np.bincount(groups, minlength=g) if t else np.zeros(0, np.int64)
     codes = codes_g[groups] if t else np.zeros(0, np.int8)
     stats = {

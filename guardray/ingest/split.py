@@ -59,8 +59,8 @@ def group_texts(texts: list[str], generators: list[str], *, groups, split, embed
         texts, generators: per row.
         groups: `GroupSplitSettings`; split: `SplitConfig`; embedder: the dedup embedder
             settings; seed: split seed.
-        policies, labels: per row; with ``groups.stratify``, each (policy, label) stratum
-            gets at least its floor share of validation and test (`groups.top_up_strata`).
+        policies, labels: per row; with ``groups.stratify_min_rows``, each rare (policy,
+            label) stratum gets its floor share of validation and test (`G.top_up_strata`).
     """
     from guardray.ingest.embed import embed_texts
 
@@ -73,14 +73,15 @@ def group_texts(texts: list[str], generators: list[str], *, groups, split, embed
     if groups.method == "embedding" and len(uniq) > 1:
         emb = embed_texts([texts[i] for i in first], embedder)
     strata = None
-    if groups.stratify and policies is not None and labels is not None and len(uniq):
+    if groups.stratify_min_rows and policies is not None and labels is not None and len(uniq):
         pairs = [f"{p}\x1f{int(y)}" for p, y in zip(policies, labels)]
         _, stratum = np.unique(np.asarray(pairs, dtype=object).astype(str), return_inverse=True)
         strata = np.zeros((len(uniq), int(stratum.max()) + 1), np.int64)
         np.add.at(strata, (inverse.reshape(-1), stratum.reshape(-1)), 1)
     codes, _, stats = G.assign_text_splits(
         uniq, held, emb, threshold=groups.threshold, validation=split.validation,
-        test=split.test, seed=seed, block_size=groups.block_size, strata=strata)
+        test=split.test, seed=seed, block_size=groups.block_size, strata=strata,
+        min_rows=groups.stratify_min_rows)
     if stats["texts"] and stats["largest_group"] > groups.warn_group_fraction * stats["texts"]:
         logger.warning("one near-duplicate group holds %d of %d distinct texts (threshold %s): "
                        "it goes to one split, which skews the split fractions",

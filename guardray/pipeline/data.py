@@ -12,7 +12,7 @@ examples, the imported rows of the ingest stage, the generate stage's synthetic 
    synthetic paraphrase of a test prompt cannot land in train, and a group holding a row of a
    held-out source goes to test whole; rows that are not held out but near-copy a held-out
    row of the same policy are dropped (the held-out copy stays); each (policy, label) gets at
-   least its floor share of validation and test (``groups.stratify``);
+   least its floor share of validation and test, up to 10 rows (``groups.stratify_min_rows``);
 4. disputed synthetic rows: a per-policy model of the real training rows
    (`guardray.data.disputes`, on the same embeddings) flags generated rows whose label it
    strongly disputes; they are reported, and dropped when ``disputes.drop`` is set;

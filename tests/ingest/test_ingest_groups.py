@@ -146,6 +146,13 @@ def test_top_up_moves_train_groups_until_a_rare_stratum_has_its_share():
     pinned, n0 = G.top_up_strata(codes, counts, keys, np.zeros(10, bool), validation=0.34,
                                  test=0.34, seed=0)
     assert n0 == 0 and (pinned == codes).all()
+    # min_rows caps the share: 1 row of stratum 0 per split is enough -> 2 moves; 0: none
+    capped, n1 = G.top_up_strata(codes, counts, keys, movable, validation=0.34, test=0.34,
+                                 seed=0, min_rows=1)
+    assert n1 == 2 and counts[capped == val, 0].sum() == counts[capped == test, 0].sum() == 1
+    off, n_off = G.top_up_strata(codes, counts, keys, movable, validation=0.34, test=0.34,
+                                 seed=0, min_rows=0)
+    assert n_off == 0 and (off == codes).all()
 
 
 def test_stratified_split_keeps_held_out_groups_and_near_duplicates_together():
