@@ -75,7 +75,7 @@ def group_texts(texts: list[str], generators: list[str], *, groups, split, embed
     strata = None
     if groups.stratify_min_rows and policies is not None and labels is not None and len(uniq):
         pairs = [f"{p}\x1f{int(y)}" for p, y in zip(policies, labels)]
-        _, stratum = np.unique(np.asarray(pairs, dtype=object).astype(str), return_inverse=True)
+        _, stratum = np.unique(pairs, return_inverse=True)
         strata = np.zeros((len(uniq), int(stratum.max()) + 1), np.int64)
         np.add.at(strata, (inverse.reshape(-1), stratum.reshape(-1)), 1)
     codes, _, stats = G.assign_text_splits(

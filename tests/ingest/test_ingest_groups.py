@@ -174,3 +174,28 @@ def test_stratified_split_keeps_held_out_groups_and_near_duplicates_together():
     changed = codes != plain
     assert stats["stratified_moves"] == len(set(groups[changed].tolist())) > 0
     assert (plain[changed] == G.SPLIT_CODES["train"]).all()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_group_texts_tops_up_each_policy_and_label(seed):
+    from guardray.config.base import SplitConfig
+    from guardray.ingest import GroupSplitSettings
+    from guardray.ingest.split import group_texts
+
+    # one policy's 6 unsafe rows among 60; the same texts again under a second policy, safe
+    texts = [f"request {i}" for i in range(60)] * 2
+    policies = ["tax"] * 60 + ["safety"] * 60
+    labels = [int(i < 6) for i in range(60)] + [0] * 60
+    kw = {"groups": GroupSplitSettings(method="exact"), "embedder": None, "seed": seed,
+          "split": SplitConfig(validation=0.34, test=0.34), "policies": policies,
+          "labels": labels}
+    splits = np.asarray(group_texts(texts, ["x"] * 120, **kw).row_splits())
+    unsafe = np.asarray(labels) == 1
+    for name in ("validation", "test"):  # floor(0.34 * 6) = 2 each, whatever the hash did
+        assert int((unsafe & (splits == name)).sum()) >= 2
+    assert (splits[:60] == splits[60:]).all()  # a text keeps one split under every policy
+    plain = group_texts(texts, ["x"] * 120, **{
+        **kw, "groups": GroupSplitSettings(method="exact", stratify_min_rows=0)})
+    assert plain.stats["stratified_moves"] == 0
+    plain_splits = np.asarray(plain.row_splits())  # the hash split alone falls short here
+    assert min(int((unsafe & (plain_splits == n)).sum()) for n in ("validation", "test")) < 2
