@@ -19,13 +19,13 @@ Each suggestion:
 3. returns the maximiser of ``f~`` over a candidate set, leaving out points already observed
    or pending:
 
-   - global: ``n_random`` uniform draws from Ω (eq. 8);
    - local, in a trust region around the incumbent x* (the best observation; TuRBO, Eriksson
      et al. 2019): ``n_local`` moves `SearchSpace.perturb(x*, scale)` with ``scale`` in
      ``{tau/4, tau/2, tau}`` (Dirichlet weights concentrated at x*'s, ``w ~ Dir(w*/scale)``;
      parameters ``+ N(0, (scale * range)^2)``, clipped; a member or the method changes with
      probability ``scale``), plus every discrete neighbour of x* (`SearchSpace.neighbours`:
-     one member added, dropped or swapped; each other method), exactly and perturbed.
+     one member added, dropped or swapped; each other method), exactly and perturbed;
+   - global (``n_random``, default 0): uniform draws from Ω (eq. 8).
 
    The trust-region size ``tau`` follows TuRBO's rule, replayed from the observations in
    order (so it needs no state of its own): it starts at ``tr_init``, doubles (up to
@@ -37,13 +37,17 @@ Why the candidate set matters: with a budget of tens of trials in a ~15-dimensio
 posterior draw far from the data is close to a prior draw, ``N(0, s^2)`` in standardised
 units, and its maximum over many uniform points (about 2.5 s for 100 points, s the prior
 standard deviation) usually beats the draw near the incumbent, so Thompson sampling over
-uniform candidates alone behaves like random search. Maximising the same draw mostly over a
-trust region keeps it a Thompson sampler (the choice is still the argmax of one posterior
-sample) while spending the few trials where the posterior has information; the global
-candidates still win when the draw is high there. On the main job's pool (docs/BENCHMARKS.md,
-"Merge search") this raised the mean best-of-16 from 0.767 to 0.783 (random's best-of-64:
-0.807, reached in 1 of 3 seeds); the discrete neighbours matter there because the good
-recipes drop members of the T = 1 soup.
+uniform candidates alone behaves like random search. Maximising the same draw over a trust
+region keeps it a Thompson sampler (the choice is still the argmax of one posterior sample)
+while spending the few trials where the posterior has information. On the main job's pool
+(docs/BENCHMARKS.md, "Merge search") this raised the mean best-of-16 from 0.767 to 0.783;
+the discrete neighbours matter there because the good recipes drop members of the T = 1
+soup. The default takes TuRBO's choice further and offers no global candidates at all
+(``n_random=0``; exploration comes from the draw, the region's size and its restarts): with
+64 uniform candidates beside the region, 46 of the 110 post-screening trials (10 seeds) went to
+far-away points that the few observations say nothing about, and on the "main13" pool the
+mean best-of-16 over 10 seeds rose from 0.829 to 0.837 without them (docs/BENCHMARKS.md,
+"Trust region only").
 
 Why this surrogate: the objective (validation macro-F1 of a merged model) is a smooth but
 non-linear function of the weights and parameters with interactions (a good lambda depends on
@@ -110,7 +114,8 @@ class ThompsonPolicy(SearchPolicy):
             one-factor-at-a-time screening design that shows the surrogate which members
             help; they count towards ``n_initial``, which they may extend.
         n_features: D, the number of Fourier features.
-        n_random / n_local: candidate points per suggestion (uniform / trust region).
+        n_random / n_local: candidate points per suggestion (uniform over Ω / in the trust
+            region); with ``n_random=0`` (the default) only the trust region is searched.
         weight_lengthscales / other_lengthscales / prior_vars / noise_vars: the
             hyperparameter grid (standardised objective units, features in [0, 1]).
         tr_init / tr_min / tr_max: trust-region size (a `SearchSpace.perturb` scale).
@@ -122,7 +127,7 @@ class ThompsonPolicy(SearchPolicy):
 
     def __init__(self, space: SearchSpace, seed: int = 0, seed_point: bool = True,
                  n_initial: int = 2, screen: bool = False, n_features: int = 128,
-                 n_random: int = 64,
+                 n_random: int = 0,
                  n_local: int = 512,
                  weight_lengthscales: tuple[float, ...] = WEIGHT_LENGTHSCALES,
                  other_lengthscales: tuple[float, ...] = OTHER_LENGTHSCALES,
@@ -232,7 +237,7 @@ class ThompsonPolicy(SearchPolicy):
         points = [self.space.sample(self.rng) for _ in range(self.n_random)]
         incumbent, _ = self.best
         if incumbent is None:
-            return points
+            return points or [self.space.sample(self.rng)]
         tau = self.trust_region()
         scales = (tau / 4, tau / 2, tau)
         neighbours = self.space.neighbours(incumbent)

@@ -208,6 +208,25 @@ def test_trust_region_follows_turbo_rule_by_hand():
         make_policy("thompson", SPACE, tr_init=0.9)
 
 
+def test_thompson_searches_the_trust_region_alone_by_default():
+    """n_random=0 (TuRBO): the candidates are x*'s discrete neighbours, then n_local local
+    moves; no uniform draw from Ω comes first."""
+    policy = make_policy("thompson", SPACE, seed=3, n_features=32, n_local=40)
+    assert policy.n_random == 0
+    for _ in range(5):
+        pt = policy.suggest()
+        policy.observe(pt, reward(pt))
+    incumbent = policy.best[0]
+    neighbours = SPACE.neighbours(incumbent)
+    cands = policy.candidates()
+    assert len(cands) == len(neighbours) + 40
+    assert cands[: len(neighbours)] == neighbours
+    # with global candidates, n_random uniform draws come first
+    wide = make_policy("thompson", SPACE, seed=3, n_features=32, n_local=40, n_random=16)
+    wide.observations = list(policy.observations)
+    assert len(wide.candidates()) == len(neighbours) + 40 + 16
+
+
 def test_thompson_candidates_stay_in_omega_and_are_deterministic_given_the_seed():
     def run(seed):
         policy = make_policy("thompson", SPACE, seed=seed, n_features=32, n_local=64,
