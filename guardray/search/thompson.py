@@ -233,7 +233,9 @@ class ThompsonPolicy(SearchPolicy):
         return tau
 
     def candidates(self) -> list[Point]:
-        """Uniform draws from Ω plus the trust region around the incumbent."""
+        """``n_random`` uniform draws from Ω (none by default), then the trust region around the
+        incumbent: its discrete neighbours, then ``n_local`` local moves; one uniform draw
+        before any successful observation."""
         points = [self.space.sample(self.rng) for _ in range(self.n_random)]
         incumbent, _ = self.best
         if incumbent is None:
