@@ -71,9 +71,14 @@ class ObjectiveSection(StrictModel):
     Attributes:
         split: the split the objective reads; validation only (a test split is refused).
         aggregate: maximise the ``mean`` of the per-policy macro-F1, or the ``worst`` policy's.
-        threshold_rule: one decision threshold for all rows, chosen on the validation scores
+        threshold_rule: how the decision threshold is chosen on the validation scores
             (``max_f1``, or ``max_f1_1se``: nearest 0.5 within one bootstrap SE of the best)
             or ``fixed`` at 0.5; the chosen model ships with it.
+        threshold_scope: ``all``: one threshold for every row (the paper's UniGuard);
+            ``policy``: one per policy, each chosen on its own validation rows, as the
+            pipeline's evaluate stage thresholds UniGuard (a merge of prompt-only
+            TaskGuards gives a prompt one score under every policy, and one cut for all of
+            them is a worse guard for each); the model's card stores both.
         max_length: token limit of an input.
         batch_size: inference batch size.
     """
@@ -81,6 +86,7 @@ class ObjectiveSection(StrictModel):
     split: str = "validation"
     aggregate: Literal["mean", "worst"] = "mean"
     threshold_rule: ThresholdRule = "max_f1"
+    threshold_scope: Literal["all", "policy"] = "all"
     max_length: int = Field(default=256, ge=8, le=8192)
     batch_size: int = Field(default=64, ge=1)
 

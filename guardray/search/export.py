@@ -67,12 +67,15 @@ def export_search(cfg, prep, records: list[dict[str, Any]], *, experiments: list
     _save_model(cfg, prep, point, model_dir, card)
     recipe_path = _write_recipe(out, so, recipe_data, model_dir)
     candidates = candidate_table(cfg, prep)
-    test = test_metrics(cfg, prep, point, result["threshold"]) if cfg.data.test_metrics else None
+    thresholds = policy_thresholds(result)
+    test = (test_metrics(cfg, prep, point, result["threshold"], thresholds)
+            if cfg.data.test_metrics else None)
     rows = per_policy_rows(prep, result, candidates, test)
     summary = {
         "model_dir": model_dir, "recipe": recipe_path, "objective": best["value"],
         "aggregate": cfg.objective.aggregate, "objective_mean": result["mean"],
         "objective_worst": result["worst"], "threshold": result["threshold"],
+        "threshold_scope": cfg.objective.threshold_scope, "policy_thresholds": thresholds,
         "point": point.to_dict(), "method": point.method, "instruction": option,
         "members": [prep.pool.candidates[m].name for m in point.members],
         "per_policy": rows, "test": test, "searcher": cfg.search.searcher,
@@ -95,6 +98,14 @@ def export_search(cfg, prep, records: list[dict[str, Any]], *, experiments: list
     log.info("UniGuard: %s objective %.4f (%s) after %d trial(s) -> %s", point.method,
              best["value"], cfg.objective.aggregate, len(records), model_dir)
     return summary
+
+
+def policy_thresholds(result: dict[str, Any]) -> dict[str, float] | None:
+    """``{policy id: threshold}`` of a per-policy (``scope == "policy"``) evaluation, else
+    None (one threshold for every row)."""
+    if result.get("scope") != "policy":
+        return None
+    return {pid: float(m["threshold"]) for pid, m in result["policies"].items()}
 
 
 def best_so_far(records: list[dict[str, Any]]) -> list[float | None]:
@@ -187,7 +198,7 @@ def _card(cfg, prep, point: Point, option, result, recipe_data, threshold, best)
         "policy_ids": ids, "policies": policies,
         "instruction": {"option": option["name"], "texts": texts} if texts else None,
         "base_model": pool.base_ref, "max_length": cfg.objective.max_length,
-        "threshold": {**threshold, "rule": cfg.objective.threshold_rule},
+        "threshold": _card_threshold(cfg, result, threshold),
         "validation": {"objective": result["objective"], "aggregate": cfg.objective.aggregate,
                        "mean_macro_f1": result["mean"], "worst_macro_f1": result["worst"],
                        "policies": result["policies"]},
@@ -196,6 +207,20 @@ def _card(cfg, prep, point: Point, option, result, recipe_data, threshold, best)
                   "searcher": cfg.search.searcher, "trial": best.get("trial_id")},
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def _card_threshold(cfg, result, threshold: dict[str, Any]) -> dict[str, Any]:
+    """The card's ``threshold``: the one chosen on all validation rows (``threshold``, for
+    readers that take one cut), and with scope ``policy`` each policy's own under
+    ``per_policy`` (what the search scored; `guardray evaluate` and `guardray serve` apply
+    it to the rows of that policy)."""
+    out = {**threshold, "rule": cfg.objective.threshold_rule,
+           "scope": cfg.objective.threshold_scope}
+    per = policy_thresholds(result)
+    if per is not None:
+        out["per_policy"] = {pid: {**(result["policies"][pid].get("threshold_choice") or {}),
+                                   "threshold": t} for pid, t in per.items()}
+    return out
 
 
 # --------------------------------------------------------------------------- comparison
@@ -228,8 +253,10 @@ def candidate_table(cfg, prep) -> list[dict[str, Any]]:
     return out
 
 
-def test_metrics(cfg, prep, point: Point, threshold: float) -> dict[str, Any] | None:
-    """UniGuard's test metrics per policy, computed once, at its validation threshold."""
+def test_metrics(cfg, prep, point: Point, threshold: float,
+                 thresholds: dict[str, float] | None = None) -> dict[str, Any] | None:
+    """UniGuard's test metrics per policy, computed once, at its validation threshold (each
+    policy's own, ``thresholds``, when the search chose one per policy)."""
     from guardray.errors import DataError
     from guardray.search.objective import evaluate_scores, load_rows, score_rows
     from guardray.search.weights import build_model, merge_point
@@ -245,11 +272,13 @@ def test_metrics(cfg, prep, point: Point, threshold: float) -> dict[str, Any] | 
     ids = prep.ids_for(prep.options[point.instruction]["texts"] or None, rows,
                        cfg.objective.max_length)
     scores = score_rows(model, ids, prep.validation.pad_id, cfg.objective.batch_size)
-    res = evaluate_scores(scores, rows.labels, rows.policy_ids, threshold=threshold)
+    res = evaluate_scores(scores, rows.labels, rows.policy_ids, threshold=threshold,
+                          scope="policy" if thresholds else "all",
+                          policy_thresholds=thresholds)
     log.info("UniGuard test macro-F1: mean %.4f, worst %.4f (%s), %d rows", res["mean"],
              res["worst"], res["worst_policy"], len(rows))
     return {"mean": res["mean"], "worst": res["worst"], "policies": res["policies"],
-            "threshold": threshold, "rows": len(rows)}
+            "threshold": threshold, "policy_thresholds": thresholds, "rows": len(rows)}
 
 
 def per_policy_rows(prep, result, candidates, test) -> list[dict[str, Any]]:

@@ -95,7 +95,8 @@ def prepare(cfg) -> Prepared:
                  for o in options]
     validation = ValidationPayload(token_ids, rows.labels, rows.policy_ids,
                                    int(tokenizer.pad_token_id or 0), cfg.objective.batch_size,
-                                   cfg.objective.aggregate, cfg.objective.threshold_rule)
+                                   cfg.objective.aggregate, cfg.objective.threshold_rule,
+                                   cfg.objective.threshold_scope)
     weights = load_weights(pool)
     log.info("merge search weights: %d tensors x %d model(s) + base, %.1f MiB",
              len(weights.names), len(weights.models), weights.nbytes() / 2**20)

@@ -7,8 +7,9 @@ policy, each row with its own policy in the input (UniGuard appendix A.5).
 - `encode`: token ids per instruction option, computed once in the driver so trials never load
   a tokenizer.
 - `score_rows` (torch): P(unsafe) of every row, batches sorted by length.
-- `evaluate_scores` (numpy): one decision threshold for all rows, chosen on these (validation)
-  scores, then the macro-F1 of each policy's rows; the mean and the worst policy.
+- `evaluate_scores` (numpy): the decision threshold chosen on these (validation) scores, one
+  for all rows or one per policy (``scope``), then the macro-F1 of each policy's rows; the mean
+  and the worst policy.
 """
 
 from __future__ import annotations
@@ -184,27 +185,38 @@ def score_rows(model, ids: Sequence[Sequence[int]], pad_id: int, batch_size: int
 
 
 def evaluate_scores(scores: np.ndarray, labels: np.ndarray, policy_ids: Sequence[str], *,
-                    threshold: float | None = None, rule: str = "max_f1") -> dict[str, Any]:
-    """Per-policy metrics at one threshold for all rows.
+                    threshold: float | None = None, rule: str = "max_f1",
+                    scope: str = "all",
+                    policy_thresholds: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """Per-policy metrics at a decision threshold chosen on these scores, or given.
 
     Args:
         scores: (n,) P(unsafe).
         labels: (n,) 0/1.
         policy_ids: (n,) the policy of each row.
-        threshold: a given threshold (e.g. a candidate's own); None chooses one on these
-            scores with ``rule`` (validation rows only).
-        rule: ``max_f1`` or ``fixed``.
+        threshold: a given threshold for every row (e.g. a candidate's own); None chooses
+            one on these scores with ``rule`` (validation rows only).
+        rule: ``max_f1``, ``max_f1_1se`` or ``fixed``.
+        scope: ``all``: one threshold for every row; ``policy``: each policy's rows at their
+            own threshold, chosen with ``rule`` on that policy's rows (how the pipeline
+            deploys a merged prompt-only model, which gives a prompt one score under every
+            policy). The threshold over all rows is chosen in both scopes (``threshold``).
+        policy_thresholds: given per-policy thresholds (scope ``policy`` on test rows: the
+            ones chosen on validation); a policy missing from it uses ``threshold``.
 
     Returns:
-        ``{"threshold", "threshold_choice", "mean", "worst", "worst_policy",
-        "policies": {pid: {"n", "macro_f1", "f1", "precision", "recall"}}}``; a non-finite
+        ``{"threshold", "threshold_choice", "scope", "mean", "worst", "worst_policy",
+        "policies": {pid: {"n", "threshold", "macro_f1", "f1", "precision", "recall"}}}``
+        (scope ``policy`` adds ``"threshold_choice"`` per policy when chosen); a non-finite
         score makes ``mean`` and ``worst`` NaN.
     """
+    if scope not in ("all", "policy"):
+        raise ValueError(f"threshold scope must be 'all' or 'policy', got {scope!r}")
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels)
     if not np.all(np.isfinite(scores)):
-        return {"threshold": math.nan, "threshold_choice": None, "mean": math.nan,
-                "worst": math.nan, "worst_policy": None, "policies": {}}
+        return {"threshold": math.nan, "threshold_choice": None, "scope": scope,
+                "mean": math.nan, "worst": math.nan, "worst_policy": None, "policies": {}}
     choice = None
     if threshold is None:
         choice = choose_threshold(scores, labels, rule=rule)
@@ -213,15 +225,25 @@ def evaluate_scores(scores: np.ndarray, labels: np.ndarray, policy_ids: Sequence
     per = {}
     for pid in sorted(set(policy_ids)):
         m = pids == pid
-        pred = (scores[m] >= threshold).astype(np.int64)
-        per[pid] = {"n": int(m.sum()), "macro_f1": binary.macro_f1(labels[m], pred),
+        t, own = float(threshold), None
+        if scope == "policy":
+            if policy_thresholds is not None:
+                t = float(policy_thresholds.get(pid, threshold))
+            else:
+                own = choose_threshold(scores[m], labels[m], rule=rule)
+                t = own.threshold
+        pred = (scores[m] >= t).astype(np.int64)
+        per[pid] = {"n": int(m.sum()), "threshold": t,
+                    "macro_f1": binary.macro_f1(labels[m], pred),
                     "f1": binary.f1(labels[m], pred),
                     "precision": binary.precision(labels[m], pred),
                     "recall": binary.recall(labels[m], pred)}
+        if own is not None:
+            per[pid]["threshold_choice"] = own.to_dict()
     values = [v["macro_f1"] for v in per.values()]
     worst = min(per, key=lambda p: per[p]["macro_f1"]) if per else None
     return {"threshold": float(threshold),
-            "threshold_choice": choice.to_dict() if choice else None,
+            "threshold_choice": choice.to_dict() if choice else None, "scope": scope,
             "mean": float(np.mean(values)) if values else math.nan,
             "worst": float(min(values)) if values else math.nan,
             "worst_policy": worst, "policies": per}

@@ -47,6 +47,15 @@ def _num(v: Any) -> str:
     return "-" if v is None or not math.isfinite(v) else f"{v:.4f}"
 
 
+def _threshold_line(s: dict[str, Any]) -> str:
+    per = s.get("policy_thresholds")
+    if not per:
+        return f"- decision threshold (chosen on validation rows): {_num(s['threshold'])}"
+    return ("- decision thresholds (each policy's, chosen on its validation rows): "
+            + ", ".join(f"{pid} {_num(t)}" for pid, t in per.items())
+            + f"; over all rows: {_num(s['threshold'])}")
+
+
 def markdown(summary: dict[str, Any], recipe_text: str) -> str:
     """The report as Markdown."""
     s = summary
@@ -55,7 +64,7 @@ def markdown(summary: dict[str, Any], recipe_text: str) -> str:
         (f"- objective ({s['aggregate']} of per-policy validation macro-F1): "
          f"**{_num(s['objective'])}** (mean {_num(s['objective_mean'])}, worst "
          f"{_num(s['objective_worst'])})"),
-        f"- decision threshold (chosen on validation rows): {_num(s['threshold'])}",
+        _threshold_line(s),
         (f"- merge: `{s['method']}` of {', '.join(s['members'])}; instruction: "
          f"{s['instruction']['name']}"),
         (f"- model: `{s['model_dir']}`; recipe: `{s['recipe']}` "

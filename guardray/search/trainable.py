@@ -8,8 +8,9 @@ object references (`TrialRefs`, through ``tune.with_parameters``). A trial:
 2. maps the weights from the object store (numpy, zero-copy, read-only) and merges them with
    `guardray.merge.merge_state_dicts`; nothing is read from disk;
 3. builds the classifier from the reference ``config.json`` with the merged weights, scores the
-   validation rows of the chosen instruction option, picks the decision threshold on them and
-   computes each policy's macro-F1 (`guardray.search.objective.evaluate_scores`);
+   validation rows of the chosen instruction option, picks the decision threshold on them (one
+   for all rows, or one per policy: ``objective.threshold_scope``) and computes each policy's
+   macro-F1 (`guardray.search.objective.evaluate_scores`);
 4. reports ``objective`` (the configured aggregate), ``objective_mean``, ``objective_worst``,
    ``val/{policy}/macro_f1`` and ``val/{policy}/f1``, the weights ``w/{candidate}``, the
    method and the instruction, so Tune's table and TensorBoard show them.
@@ -41,7 +42,8 @@ class ValidationPayload:
         pad_id: the tokenizer's padding id.
         batch_size: inference batch size.
         aggregate: ``mean`` or ``worst``: which one is ``objective``.
-        threshold_rule: ``max_f1`` or ``fixed``.
+        threshold_rule: ``max_f1``, ``max_f1_1se`` or ``fixed``.
+        threshold_scope: ``all`` (one threshold) or ``policy`` (one per policy).
     """
 
     ids: list[list[list[int]]]
@@ -51,6 +53,7 @@ class ValidationPayload:
     batch_size: int = 64
     aggregate: str = "mean"
     threshold_rule: str = "max_f1"
+    threshold_scope: str = "all"
 
 
 @dataclasses.dataclass
@@ -115,7 +118,7 @@ def evaluate_point(point, weights, validation: ValidationPayload, *, merge_seed:
     scores = score_rows(model, validation.ids[point.instruction], validation.pad_id,
                         validation.batch_size, device=device)
     out = evaluate_scores(scores, validation.labels, validation.policy_ids,
-                          rule=validation.threshold_rule)
+                          rule=validation.threshold_rule, scope=validation.threshold_scope)
     out["objective"] = out["worst"] if validation.aggregate == "worst" else out["mean"]
     out["scores"] = scores
     out["error"] = None if math.isfinite(out["objective"]) else "non-finite scores"
@@ -133,6 +136,7 @@ def metrics_of(point, result: dict[str, Any], space: SearchSpace,
     for pid, m in result["policies"].items():
         metrics[f"val/{pid}/macro_f1"] = m["macro_f1"]
         metrics[f"val/{pid}/f1"] = m["f1"]
+        metrics[f"val/{pid}/threshold"] = m["threshold"]
     full = space.full_weights(point)
     for j, name in enumerate(candidate_names):
         metrics[f"w/{name}"] = float(full[j])

@@ -81,7 +81,8 @@ def test_exported_recipe_reproduces_the_exported_weights(prep, ipool, tmp_path):
     assert summary["trials"] == 3 and summary["failed"] == 1 and summary["method"] == "dare_ties"
     assert summary["best_so_far"] == [0.5, 0.9, 0.9]
     rows = {r["policy"]: r for r in summary["per_policy"]}
-    assert rows["tax"]["taskguard"] == "tax/seed0" and rows["tax"]["multitaskguard"] == "multi/seed0"
+    assert rows["tax"]["taskguard"] == "tax/seed0"
+    assert rows["tax"]["multitaskguard"] == "multi/seed0"
     assert rows["tax"]["uniguard_test"] is not None and summary["test"]["rows"] == 32
     report = (tmp_path / "out" / "report.md").read_text()
     assert "| tax |" in report and "merge_method: dare_ties" in report
@@ -94,6 +95,40 @@ def test_exported_recipe_reproduces_the_exported_weights(prep, ipool, tmp_path):
     assert ours.keys() == theirs.keys()
     for name in ours:
         torch.testing.assert_close(ours[name], theirs[name], rtol=0, atol=1e-6)
+
+
+def test_per_policy_thresholds_are_searched_exported_and_used_on_the_test_rows(prep, ipool,
+                                                                            tmp_path):
+    import dataclasses
+
+    import numpy as np
+
+    from guardray.metrics.threshold import choose_threshold
+    from guardray.search.export import export_search
+    from guardray.search.trainable import evaluate_point
+
+    cfg = search_config(ipool, tmp_path / "out", "objective.threshold_scope=policy")
+    per = dataclasses.replace(prep, validation=dataclasses.replace(prep.validation,
+                                                                   threshold_scope="policy"))
+    seed = prep.space.seed_point()
+    res = evaluate_point(seed, per.weights, per.validation)
+    pids = np.asarray(prep.rows.policy_ids)
+    for pid in ("finance", "tax"):  # each cut chosen on that policy's validation rows alone
+        m = pids == pid
+        own = choose_threshold(res["scores"][m], prep.rows.labels[m], rule="max_f1")
+        assert res["policies"][pid]["threshold"] == own.threshold
+    records = [{"trial_id": "t0", "point": seed.to_dict(), "value": res["objective"],
+                "error": False, "metrics": {}}]
+    summary = export_search(cfg, per, records, experiments=[], tune_dir=None, seconds=1.0)
+    card = json.loads((tmp_path / "out" / "uniguard" / "guardray_model.json").read_text())
+    t = card["threshold"]
+    assert t["scope"] == "policy" and t["threshold"] == res["threshold"]
+    assert {pid: v["threshold"] for pid, v in t["per_policy"].items()} == \
+        summary["policy_thresholds"] == summary["test"]["policy_thresholds"] == \
+        {pid: m["threshold"] for pid, m in res["policies"].items()}
+    assert summary["test"]["policies"]["tax"]["threshold"] == t["per_policy"]["tax"]["threshold"]
+    assert "each policy's, chosen on its validation rows" in \
+        (tmp_path / "out" / "report.md").read_text()
 
 
 def test_pools_that_mix_bases_or_architectures_are_refused(ipool, tmp_path):
