@@ -255,10 +255,15 @@ def _threshold(cfg, card, val, val_scores) -> ThresholdChoice:
         choice = choose_threshold(scores, val.frame[S.LABEL].to_numpy(), rule=rule, default=value)
         return dataclasses.replace(choice, note=(choice.note + f" validation data: {val.name}")
                                    .strip())
-    stored = (card.get("threshold") or {}).get("threshold")
-    if stored is not None:
-        t = card["threshold"]
-        return ThresholdChoice(float(stored), t.get("rule", rule), "checkpoint",
+    t = card.get("threshold") or {}
+    own = (t.get("per_policy") or {}).get(cfg.policy) if cfg.policy else None
+    if own and own.get("threshold") is not None:  # a UniGuard thresholded per policy
+        return ThresholdChoice(float(own["threshold"]), t.get("rule", rule), "checkpoint",
+                               int(own.get("n_validation") or 0), own.get("validation_f1"),
+                               f"policy {cfg.policy}'s threshold, chosen on its validation "
+                               "rows by the merge search")
+    if t.get("threshold") is not None:
+        return ThresholdChoice(float(t["threshold"]), t.get("rule", rule), "checkpoint",
                                int(t.get("n_validation") or 0), t.get("validation_f1"),
                                "chosen on the model's validation split when it was fine-tuned")
     return ThresholdChoice(value, rule, "default", 0, None,

@@ -165,13 +165,18 @@ def search_config(cfg: PipelineConfig, data_dir: str):
     """The merge search over the fine-tuned classifiers of this run (UniGuard).
 
     Fine-tuning is redone on a rerun, so the search starts over too (``resume: never``).
+    The objective thresholds each policy's rows on their own (``objective.threshold_scope:
+    policy``, which the stage's overrides may change): the evaluate stage evaluates UniGuard
+    once per policy, at a threshold chosen on that policy's validation rows, so the search
+    picks the merge by the measure the report gives it.
     """
     from guardray.search import SearchConfig
 
     return _load(SearchConfig, cfg.stages.merge, "merge", [
         _set("pool.finetune_dirs", [out(cfg, "finetune")]), _set("data.path", data_dir),
         _set("policies", cfg.policies), _set("output_dir", out(cfg, "search")),
-        _set("resume", "never"), _set("overwrite", True), *_common(cfg)])
+        _set("resume", "never"), _set("overwrite", True), *_common(cfg)],
+        defaults=[_set("objective.threshold_scope", "policy")])
 
 
 def evaluate_config(cfg: PipelineConfig, data_dir: str, policy_id: str | None, model_dir: str,

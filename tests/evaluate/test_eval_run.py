@@ -139,6 +139,13 @@ def test_threshold_from_checkpoint_or_fixed(guard, files, tmp_path):
     fixed = _cfg(guard, files, tmp_path, threshold={"rule": "fixed", "value": 0.3})
     assert _threshold(fixed, card, None, None).threshold == 0.3
     assert _threshold(cfg, {}, None, None).source == "default"
+    # a UniGuard searched with per-policy thresholds: the evaluated policy's own
+    uni = {**card, "threshold": {**card["threshold"], "per_policy": {
+        "tax": {"threshold": 0.25, "n_validation": 7, "validation_f1": 0.8}}}}
+    own = _threshold(cfg.model_copy(update={"policy": "tax"}), uni, None, None)
+    assert (own.threshold, own.n_validation, own.source) == (0.25, 7, "checkpoint")
+    other = _threshold(cfg.model_copy(update={"policy": "finance"}), uni, None, None)
+    assert other.threshold == card["threshold"]["threshold"]
 
 
 def test_compare_two_evaluations(evaluated, scrambled, tmp_path):

@@ -87,6 +87,10 @@ def test_the_report_picks_each_models_threshold_with_its_stages_rule():
                                 "train.threshold_rule=max_f1_1se]"))
     assert plan.finetune.train.threshold_rule == "max_f1_1se"
     assert plan.merge.objective.threshold_rule == "max_f1"
+    # UniGuard is evaluated once per policy: the search scores each policy at its own cut
+    assert plan.merge.objective.threshold_scope == "policy"
+    plan = plan_stages(pipeline("stages.merge.overrides=[objective.threshold_scope=all]"))
+    assert plan.merge.objective.threshold_scope == "all"
 
 
 def test_policyguard_or_an_explicit_base_needs_no_pretraining():
