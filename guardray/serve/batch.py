@@ -10,7 +10,8 @@ policy) pair becomes one output row: the input's columns pass through, then
     policy_id             string   the policy (null for a policy-less text guard)
     unsafe_probability    float64  P(unsafe)
     label                 string   ``safe`` / ``unsafe`` at the threshold
-    threshold             float64  the threshold used (the checkpoint's stored one)
+    threshold             float64  the threshold used (the checkpoint's stored one: the
+                                   policy's own when the checkpoint stores one per policy)
     truncated             bool     the model input was longer than ``max_length`` tokens
 
 Input columns with these names are kept as ``input_<name>``. Only the pair index, the text and
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -116,7 +117,8 @@ def _row_policies(value) -> list[str]:
     return [str(value)]
 
 
-def assemble(frame, pairs, probs: np.ndarray, truncated: np.ndarray, threshold: float):
+def assemble(frame, pairs, probs: np.ndarray, truncated: np.ndarray, threshold: float,
+             policy_thresholds: Mapping[str, float] | None = None):
     """The output rows: input columns (renamed on collision) + `OUTPUT_COLUMNS` (pure).
 
     Args:
@@ -124,14 +126,17 @@ def assemble(frame, pairs, probs: np.ndarray, truncated: np.ndarray, threshold: 
         pairs: `expand_pairs` output (m rows).
         probs, truncated: (m,) per pair, in ``_pair`` order.
         threshold: the decision threshold.
+        policy_thresholds: a policy's own threshold, for the pairs under it.
     """
     rename = {c: f"input_{c}" for c in frame.columns if c in OUTPUT_COLUMNS}
     base = frame.rename(columns=rename).iloc[pairs[ROW].to_numpy()].reset_index(drop=True)
     base[ROW] = pairs[ROW].to_numpy()
     base[POLICY] = pairs[POLICY].to_numpy()
     base[PROB] = probs.astype(np.float64)
-    base[LABEL] = np.where(probs >= threshold, UNSAFE, SAFE)
-    base[THRESHOLD] = float(threshold)
+    per = policy_thresholds or {}
+    cuts = np.array([float(per.get(p, threshold)) for p in pairs[POLICY]], dtype=np.float64)
+    base[LABEL] = np.where(probs >= cuts, UNSAFE, SAFE)
+    base[THRESHOLD] = cuts
     base[TRUNCATED] = truncated.astype(bool)
     return base
 
@@ -191,13 +196,14 @@ def run_classify(cfg, connect: Callable[[], None]) -> dict[str, Any]:
         order = out[_PAIR].to_numpy()
         probs[order] = out[PROB].to_numpy(dtype=np.float64)
         trunc[order] = out[TRUNCATED].to_numpy(dtype=bool)
-    result = assemble(frame, pairs, probs, trunc, info.threshold)
+    result = assemble(frame, pairs, probs, trunc, info.threshold, info.policy_thresholds)
     files = write_output(result, cfg.output_dir, kind, rows_per_shard=cfg.rows_per_shard,
                          overwrite=cfg.overwrite, storage_options=so,
                          manifest=_manifest_args(cfg, info, frame, result))
     summary = {"model": info.name, "version": info.version, "rows": len(frame),
                "pairs": len(result), "unsafe": int((result[LABEL] == UNSAFE).sum()),
                "truncated": int(result[TRUNCATED].sum()), "threshold": info.threshold,
+               "policy_thresholds": dict(info.policy_thresholds),
                "output": cfg.output_dir, "files": files}
     log.info("classified %d pairs: %d unsafe, %d truncated -> %s", summary["pairs"],
              summary["unsafe"], summary["truncated"], cfg.output_dir)
@@ -228,6 +234,7 @@ def _manifest_args(cfg, info: GuardInfo, frame, result) -> dict[str, Any]:
                                 "path": info.path, "input_format": info.input_format},
                       "policies": list(info.policy_ids), "threshold": info.threshold,
                       "threshold_source": info.threshold_source,
+                      "policy_thresholds": dict(info.policy_thresholds),
                       "unsafe": int((result[LABEL] == UNSAFE).sum()),
                       "truncated": int(result[TRUNCATED].sum())}}
 

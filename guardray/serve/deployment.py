@@ -113,7 +113,8 @@ class GuardDeployment:
         pairs = plan_request(body, self.limits, self.info.policy_ids)
         scores = await asyncio.gather(*(self._score_batch((p.text, p.policy_id))
                                         for p in pairs))
-        return build_response(pairs, scores, threshold=self.info.threshold, model=self.model)
+        return build_response(pairs, scores, threshold=self.info.threshold, model=self.model,
+                              policy_thresholds=self.info.policy_thresholds)
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, Any]:
@@ -125,6 +126,7 @@ class GuardDeployment:
     async def policies(self) -> dict[str, Any]:
         """The served policies and the decision threshold."""
         return {"policies": list(self.info.policy_ids), "threshold": self.info.threshold,
+                "policy_thresholds": dict(self.info.policy_thresholds),
                 "threshold_source": self.info.threshold_source,
                 "input_format": self.info.input_format, "limits": vars(self.limits)}
 

@@ -42,6 +42,9 @@ class GuardInfo:
         descriptions: policy id -> description (instruction inputs).
         threshold: P(unsafe) >= threshold means unsafe.
         threshold_source: ``checkpoint`` or ``config``.
+        policy_thresholds: policy id -> its own threshold, for a checkpoint that stores one
+            per policy (a UniGuard searched with ``objective.threshold_scope: policy``);
+            empty when ``threshold`` applies to every policy (or a config threshold is set).
         max_length, device, torch_threads, unsafe_label, trust_remote_code, quantize,
             torchscript: inference settings.
     """
@@ -54,6 +57,7 @@ class GuardInfo:
     descriptions: Mapping[str, str]
     threshold: float
     threshold_source: str
+    policy_thresholds: Mapping[str, float] = dataclasses.field(default_factory=dict)
     max_length: int = 512
     device: str = "auto"
     torch_threads: int = 1
@@ -107,13 +111,16 @@ def resolve_guard(model_cfg, *, num_cpus: float = 1.0) -> GuardInfo:
             descriptions.setdefault(pid, text)
     served = _served_policies(model_cfg.policy_ids, card, descriptions, input_format)
     threshold, source = _threshold(model_cfg.threshold, card, path)
+    per_policy = _policy_thresholds(card) if source == "checkpoint" else {}
     return GuardInfo(
         path=path, name=model_cfg.name or str(card.get("group") or os.path.basename(
             path.rstrip("/")) or path),
         version=model_cfg.version or weights_version(path),
         input_format=input_format, policy_ids=tuple(served),
         descriptions={p: descriptions[p] for p in served if p in descriptions},
-        threshold=threshold, threshold_source=source, max_length=model_cfg.max_length,
+        threshold=threshold, threshold_source=source,
+        policy_thresholds={p: per_policy[p] for p in served if p in per_policy},
+        max_length=model_cfg.max_length,
         device=model_cfg.device,
         torch_threads=model_cfg.torch_threads or max(1, math.ceil(num_cpus)),
         unsafe_label=model_cfg.unsafe_label, trust_remote_code=model_cfg.trust_remote_code,
@@ -160,6 +167,14 @@ def _threshold(override: float | None, card: Mapping[str, Any], path: str) -> tu
                          "guardray_model.json threshold); set model.threshold=0.5 (or a value "
                          "chosen on validation data with guardray evaluate)")
     return float(stored), "checkpoint"
+
+
+def _policy_thresholds(card: Mapping[str, Any]) -> dict[str, float]:
+    """``threshold.per_policy`` of a card: ``{policy id: threshold}`` (empty when absent)."""
+    t = card.get("threshold")
+    per = t.get("per_policy") if isinstance(t, Mapping) else None
+    return {str(pid): float(v["threshold"]) for pid, v in (per or {}).items()
+            if isinstance(v, Mapping) and v.get("threshold") is not None}
 
 
 def weights_version(path: str) -> str:

@@ -16,7 +16,9 @@ policy. Response::
                   "unsafe": true, "probability": 0.93, "threshold": 0.42,
                   "truncated": false, "batch_size": 3}, ...]}
 
-``results`` is ordered by prompt, then policy. ``batch_size`` is the number of (prompt,
+``results`` is ordered by prompt, then policy. A result's ``threshold`` is its policy's own
+when the checkpoint stores one per policy (a UniGuard searched with per-policy thresholds),
+else the model's ``threshold``. ``batch_size`` is the number of (prompt,
 policy) pairs in the forward pass that scored this one (dynamic batching groups pairs of
 concurrent requests). Errors are ``{"error": {"code", "message", "status"}}`` with a 4xx
 status (`RequestError`, `ERROR_STATUS`).
@@ -25,7 +27,7 @@ status (`RequestError`, `ERROR_STATUS`).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -180,17 +182,21 @@ def _policies(asked: list[str] | None, limits: Limits, served: Sequence[str]
 
 
 def build_response(pairs: Sequence[Pair], scores: Sequence[tuple[float, bool, int]], *,
-                   threshold: float, model: ModelInfo) -> ClassifyResponse:
-    """The answer for ``pairs`` given each pair's ``(probability, truncated, batch_size)``."""
+                   threshold: float, model: ModelInfo,
+                   policy_thresholds: Mapping[str, float] | None = None) -> ClassifyResponse:
+    """The answer for ``pairs`` given each pair's ``(probability, truncated, batch_size)``;
+    a pair is judged at its policy's threshold in ``policy_thresholds``, else ``threshold``."""
     if len(pairs) != len(scores):
         raise ValueError(f"{len(scores)} scores for {len(pairs)} pairs")
+    per = policy_thresholds or {}
     results = []
     for pair, (prob, truncated, batch_size) in zip(pairs, scores):
-        unsafe = bool(prob >= threshold)
+        cut = float(per.get(pair.policy_id or "", threshold))
+        unsafe = bool(prob >= cut)
         results.append(PairResult(
             prompt_index=pair.prompt_index, policy_id=pair.policy_id,
             label="unsafe" if unsafe else "safe", unsafe=unsafe, probability=float(prob),
-            threshold=threshold, truncated=bool(truncated), batch_size=int(batch_size)))
+            threshold=cut, truncated=bool(truncated), batch_size=int(batch_size)))
     return ClassifyResponse(model=model, threshold=threshold,
                             flagged=any(r.unsafe for r in results), results=results)
 

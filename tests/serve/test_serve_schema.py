@@ -78,6 +78,14 @@ def test_build_response_labels_at_the_threshold():
     resp = build_response(pairs, [(0.2999, False, 1), (0.0, False, 1)], threshold=0.3,
                           model=ModelInfo(name="m", version="v", input_format="text"))
     assert not resp.flagged and [r.label for r in resp.results] == ["safe", "safe"]
+    # a checkpoint with per-policy thresholds: each pair at its policy's own
+    pairs = plan_request(ClassifyRequest(prompts=["a"], policies=["finance", "injection"]),
+                         LIMITS, SERVED)
+    resp = build_response(pairs, [(0.2, False, 2), (0.2, False, 2)], threshold=0.3,
+                          model=ModelInfo(name="m", version="v", input_format="text"),
+                          policy_thresholds={"injection": 0.1})
+    assert [(r.policy_id, r.threshold, r.label) for r in resp.results] == [
+        ("finance", 0.3, "safe"), ("injection", 0.1, "unsafe")]
 
 
 def _info(policies=("finance",)) -> GuardInfo:
@@ -113,6 +121,12 @@ def test_assemble_passes_columns_through_and_renames_collisions():
                                  "unsafe_probability", "label", "threshold", "truncated"]
     assert list(out["label"]) == ["unsafe", "safe"] and list(out["input_label"]) == [1, 0]
     assert output_kind("out/v.jsonl") == "jsonl" and output_kind("s3://b/out/") == "folder"
+    pairs = expand_pairs(frame, "text", None, _info(("finance", "injection")))
+    out = assemble(frame, pairs, np.array([0.2, 0.2, 0.2, 0.2]), np.zeros(4, bool), 0.3,
+                   {"injection": 0.1})
+    assert list(zip(out["policy_id"], out["threshold"], out["label"])) == [
+        ("finance", 0.3, "safe"), ("injection", 0.1, "unsafe"),
+        ("finance", 0.3, "safe"), ("injection", 0.1, "unsafe")]
 
 
 def test_app_builder_args_merge_sections_and_dotted_overrides(tmp_path):
@@ -158,3 +172,11 @@ def test_resolve_guard_reads_the_card_and_refuses_what_it_cannot_serve(tmp_path)
         resolve_guard(GuardModelConfig(path=str(text), policies=[]))
     assert resolve_guard(GuardModelConfig(path=str(text), threshold=0.6,
                                           policies=[])).threshold_source == "config"
+    # a card with per-policy thresholds (a UniGuard searched with threshold_scope: policy)
+    card["threshold"] = {"threshold": 0.4, "per_policy": {"finance": {"threshold": 0.2},
+                                                          "tax": {"threshold": 0.9}}}
+    (text / "guardray_model.json").write_text(json.dumps(card))
+    info = resolve_guard(GuardModelConfig(path=str(text), policies=[]))
+    assert info.policy_thresholds == {"finance": 0.2} and info.threshold == 0.4
+    assert resolve_guard(GuardModelConfig(path=str(text), threshold=0.6,
+                                          policies=[])).policy_thresholds == {}
