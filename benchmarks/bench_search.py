@@ -193,8 +193,11 @@ SEARCHERS = ("thompson", "thompson-noscreen", "egreedy", "random", "optuna")
 def pool_fingerprint(prep) -> str:
     """What an evaluation depends on besides the point: candidates, their F1, the rows."""
     cands = [(c.name, round(float(c.f1), 6)) for c in prep.pool.candidates]
+    v = prep.validation
     return json.dumps({"candidates": cands, "rows": len(prep.rows),
-                       "methods": list(prep.space.methods)}, sort_keys=True)
+                       "methods": list(prep.space.methods),
+                       "objective": [v.aggregate, v.threshold_rule, v.threshold_scope]},
+                      sort_keys=True)
 
 
 def load_cache(path: Path | None, fingerprint: str) -> dict[str, float]:
@@ -382,6 +385,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--main-job", default=None, metavar="DIR",
                    help="search the pool a main job trained (its output_dir, e.g. "
                         "outputs/pipeline) instead of building the two-policy pool")
+    p.add_argument("--threshold-scope", choices=("all", "policy"), default="all",
+                   help="objective.threshold_scope: one threshold for all rows, or one per "
+                        "policy (what the main job's merge stage uses)")
     args = p.parse_args(argv)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -389,7 +395,8 @@ def main(argv: list[str] | None = None) -> None:
     pool = main_job_pool(Path(args.main_job)) if args.main_job else build_pool(work)
     from guardray.search.inputs import prepare
 
-    prep = prepare(search_config(pool, work / "prepare-out"))
+    scope = f"objective.threshold_scope={args.threshold_scope}"
+    prep = prepare(search_config(pool, work / "prepare-out", scope))
     print("candidates: " + ", ".join(f"{c.name} ({c.kind}, val F1 {c.f1:.3f})"
                                      for c in prep.pool.candidates))
     print(f"validation rows {len(prep.rows)}, instruction options {len(prep.options)}, "
