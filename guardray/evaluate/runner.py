@@ -255,9 +255,11 @@ def _threshold(cfg, card, val, val_scores) -> ThresholdChoice:
         choice = choose_threshold(scores, val.frame[S.LABEL].to_numpy(), rule=rule, default=value)
         return dataclasses.replace(choice, note=(choice.note + f" validation data: {val.name}")
                                    .strip())
+    from guardray.modeling.checkpoint import card_policy_thresholds
+
     t = card.get("threshold") or {}
-    own = (t.get("per_policy") or {}).get(cfg.policy) if cfg.policy else None
-    if own and own.get("threshold") is not None:  # a UniGuard thresholded per policy
+    own = card_policy_thresholds(card).get(cfg.policy or "")
+    if own:  # a UniGuard thresholded per policy
         return ThresholdChoice(float(own["threshold"]), t.get("rule", rule), "checkpoint",
                                int(own.get("n_validation") or 0), own.get("validation_f1"),
                                f"policy {cfg.policy}'s threshold, chosen on its validation "

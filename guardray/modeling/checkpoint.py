@@ -95,3 +95,13 @@ def read_model_card(model_dir: str, storage_options: dict[str, Any] | None = Non
     if not uris.exists(target, storage_options):
         return {}
     return uris.read_json(target, storage_options)
+
+
+def card_policy_thresholds(card: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``threshold.per_policy`` of a model card: ``{policy id: threshold choice}`` with a
+    numeric ``threshold`` in each (a UniGuard searched with ``objective.threshold_scope:
+    policy``); {} for a card with one threshold for every policy."""
+    t = card.get("threshold")
+    per = t.get("per_policy") if isinstance(t, dict) else None
+    return {str(pid): v for pid, v in (per or {}).items()
+            if isinstance(v, dict) and v.get("threshold") is not None}

@@ -60,14 +60,14 @@ def export_search(cfg, prep, records: list[dict[str, Any]], *, experiments: list
     result = evaluate_point(point, prep.weights, prep.validation,
                             merge_seed=cfg.space.merge_seed)
     option = prep.options[point.instruction]
-    threshold = result["threshold_choice"] or {"threshold": result["threshold"]}
+    threshold = _card_threshold(cfg, result)
+    thresholds = policy_thresholds(result)
     recipe_data = _recipe(cfg, prep, point, out)
     model_dir = uris.join_uri(out, MODEL_DIR)
     card = _card(cfg, prep, point, option, result, recipe_data, threshold, best)
     _save_model(cfg, prep, point, model_dir, card)
     recipe_path = _write_recipe(out, so, recipe_data, model_dir)
     candidates = candidate_table(cfg, prep)
-    thresholds = policy_thresholds(result)
     test = (test_metrics(cfg, prep, point, result["threshold"], thresholds)
             if cfg.data.test_metrics else None)
     rows = per_policy_rows(prep, result, candidates, test)
@@ -198,7 +198,7 @@ def _card(cfg, prep, point: Point, option, result, recipe_data, threshold, best)
         "policy_ids": ids, "policies": policies,
         "instruction": {"option": option["name"], "texts": texts} if texts else None,
         "base_model": pool.base_ref, "max_length": cfg.objective.max_length,
-        "threshold": _card_threshold(cfg, result, threshold),
+        "threshold": threshold,
         "validation": {"objective": result["objective"], "aggregate": cfg.objective.aggregate,
                        "mean_macro_f1": result["mean"], "worst_macro_f1": result["worst"],
                        "policies": result["policies"]},
@@ -209,13 +209,13 @@ def _card(cfg, prep, point: Point, option, result, recipe_data, threshold, best)
     }
 
 
-def _card_threshold(cfg, result, threshold: dict[str, Any]) -> dict[str, Any]:
+def _card_threshold(cfg, result) -> dict[str, Any]:
     """The card's ``threshold``: the one chosen on all validation rows (``threshold``, for
     readers that take one cut), and with scope ``policy`` each policy's own under
     ``per_policy`` (what the search scored; `guardray evaluate` and `guardray serve` apply
     it to the rows of that policy)."""
-    out = {**threshold, "rule": cfg.objective.threshold_rule,
-           "scope": cfg.objective.threshold_scope}
+    out = {**(result["threshold_choice"] or {"threshold": result["threshold"]}),
+           "rule": cfg.objective.threshold_rule, "scope": cfg.objective.threshold_scope}
     per = policy_thresholds(result)
     if per is not None:
         out["per_policy"] = {pid: {**(result["policies"][pid].get("threshold_choice") or {}),

@@ -94,7 +94,7 @@ def resolve_guard(model_cfg, *, num_cpus: float = 1.0) -> GuardInfo:
         ConfigError: invalid policy YAML files.
     """
     from guardray.modeling.check import check_model
-    from guardray.modeling.checkpoint import read_model_card
+    from guardray.modeling.checkpoint import card_policy_thresholds, read_model_card
 
     ref = model_cfg.require_path()
     path = os.path.abspath(os.path.expanduser(ref)) if os.path.exists(
@@ -111,7 +111,8 @@ def resolve_guard(model_cfg, *, num_cpus: float = 1.0) -> GuardInfo:
             descriptions.setdefault(pid, text)
     served = _served_policies(model_cfg.policy_ids, card, descriptions, input_format)
     threshold, source = _threshold(model_cfg.threshold, card, path)
-    per_policy = _policy_thresholds(card) if source == "checkpoint" else {}
+    per_policy = {p: float(c["threshold"]) for p, c in card_policy_thresholds(card).items()
+                  } if source == "checkpoint" else {}
     return GuardInfo(
         path=path, name=model_cfg.name or str(card.get("group") or os.path.basename(
             path.rstrip("/")) or path),
@@ -167,14 +168,6 @@ def _threshold(override: float | None, card: Mapping[str, Any], path: str) -> tu
                          "guardray_model.json threshold); set model.threshold=0.5 (or a value "
                          "chosen on validation data with guardray evaluate)")
     return float(stored), "checkpoint"
-
-
-def _policy_thresholds(card: Mapping[str, Any]) -> dict[str, float]:
-    """``threshold.per_policy`` of a card: ``{policy id: threshold}`` (empty when absent)."""
-    t = card.get("threshold")
-    per = t.get("per_policy") if isinstance(t, Mapping) else None
-    return {str(pid): float(v["threshold"]) for pid, v in (per or {}).items()
-            if isinstance(v, Mapping) and v.get("threshold") is not None}
 
 
 def weights_version(path: str) -> str:
