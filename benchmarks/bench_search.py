@@ -1,7 +1,8 @@
 """Benchmark of the UniGuard merge search (guardray.search): search policies and Tune throughput.
 
-Part 1, convergence: Thompson sampling (as configs/search.yaml runs it, with the drop-one
-screening of the seed point, and without it: ``thompson-noscreen``) vs epsilon-greedy vs
+Part 1, convergence: Thompson sampling (as configs/search.yaml runs it, with the screening of
+the seed point: its scale ends and drop-one soups; without it: ``thompson-noscreen``; only
+the drop-one soups, as before the scale screening: ``thompson-dropone``) vs epsilon-greedy vs
 random (guardray's searchers) vs Ray's OptunaSearch (TPE), each driven through the Ray Tune
 ``Searcher`` interface (``suggest`` / ``on_trial_complete``) against the real objective:
 every suggested recipe is merged in memory and scored on the validation rows as a trial does
@@ -181,13 +182,19 @@ def make_searcher(name: str, space, seed: int, budget: int,
         s = OptunaSearch(metric="objective", mode="max", seed=seed)
         s.set_search_properties("objective", "max", tune_param_space(space))
         return s
-    if name.startswith("thompson"):  # "thompson" as configs/search.yaml runs it; without screen
-        options = {**(thompson_options or {}), "screen": name == "thompson"}
+    if name.startswith("thompson"):  # "thompson" as configs/search.yaml runs it
+        from guardray.search.config import SearchSection
+
+        default = SearchSection()
+        screens = {"thompson": (default.screen, default.screen_scale),
+                   "thompson-noscreen": (False, False), "thompson-dropone": (True, False)}
+        screen, scale = screens[name]
+        options = {**(thompson_options or {}), "screen": screen, "screen_scale": scale}
         return MergeSearcher(space, "thompson", budget, seed=seed, policy_options=options)
     return MergeSearcher(space, name, budget, seed=seed)
 
 
-SEARCHERS = ("thompson", "thompson-noscreen", "egreedy", "random", "optuna")
+SEARCHERS = ("thompson", "thompson-noscreen", "thompson-dropone", "egreedy", "random", "optuna")
 
 
 def pool_fingerprint(prep) -> str:

@@ -152,8 +152,11 @@ class SearchSection(StrictModel):
         epsilon: exploration probability of ``egreedy``.
         n_initial: ``thompson``: suggestions before the surrogate is used (seed point
             included).
-        screen: ``thompson``: after the seed point, evaluate its drop-one soups first (one
-            trial per member; `guardray.search.thompson`).
+        screen: ``thompson``: evaluate the seed point's drop-one soups before the first draw
+            (one trial per member; `guardray.search.thompson`).
+        screen_scale: ``thompson``: then evaluate the seed point at both ends of the lambda
+            range (two trials; the soup becomes task arithmetic at lambda_max and
+            lambda_min).
     """
 
     searcher: Literal["thompson", "egreedy", "random", "optuna", "basic"] = "thompson"
@@ -162,6 +165,7 @@ class SearchSection(StrictModel):
     epsilon: float = Field(default=0.3, ge=0, le=1)
     n_initial: int = Field(default=2, ge=1)
     screen: bool = True
+    screen_scale: bool = True
 
 
 class TrialsSection(StrictModel):

@@ -218,6 +218,7 @@ def _own_searcher(cfg, prep, state_path: str | None):
     if s.searcher == "thompson":
         options["n_initial"] = s.n_initial
         options["screen"] = s.screen
+        options["screen_scale"] = s.screen_scale
     return MergeSearcher(prep.space, s.searcher, s.budget, METRIC, "max", s.seed, options,
                          state_path=state_path, storage_options=cfg.storage_options or None)
 

@@ -277,6 +277,36 @@ class SearchSpace:
         return self._subsets_of(point, [([m for m in point.members if m != i], full)
                                         for i in reversed(point.members)])
 
+    def scale_ends(self, point: Point) -> list[Point]:
+        """``point``'s members and weights with the merged task vector scaled by the ends of the
+        ``lambda`` range (eq. 1, 6: ``theta = theta_0 + lambda * tau_m``), the high end first.
+
+        A method with ``lambda`` keeps its other parameters; a ``linear`` soup becomes
+        ``task_arithmetic`` (the soup of weights on the simplex is task arithmetic at
+        ``lambda = 1``, so these two points vary the soup's one missing factor, its scale).
+        Empty when neither applies (``slerp``, or ``linear`` without ``task_arithmetic`` in
+        the space) or the range is a single value.
+        """
+        lo, hi = self.ranges["lambda"]
+        if "lambda" in METHOD_PARAMS[point.method]:
+            method = point.method
+        elif point.method == "linear" and "task_arithmetic" in self.valid_methods(
+                len(point.members)):
+            method = "task_arithmetic"
+        else:
+            return []
+        if hi <= lo:
+            return []
+        out = []
+        for value in (hi, lo):
+            params = dict(point.param_dict)
+            params["lambda"] = float(value)
+            out.append(Point(point.members, point.weights, method,
+                             tuple(sorted((p, params.get(p, sum(self.ranges[p]) / 2))
+                                          for p in METHOD_PARAMS[method])),
+                             point.instruction))
+        return out
+
     def _subsets_of(self, point: Point, subsets: Sequence[tuple[Sequence[int], np.ndarray]]
                     ) -> list[Point]:
         """``point`` on each ``(members, full (k,) weights)`` of ``subsets``, with its method

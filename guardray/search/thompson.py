@@ -58,12 +58,26 @@ uncertainty that shrinks near observations) and makes a Thompson draw a single D
 Gaussian sample whose maximisation costs O(m D). The posterior is closed form (no MCMC) and is
 refitted from scratch at each suggestion, so the state stays the observations alone.
 
-Screening (``screen=True``, on in configs/search.yaml): after the seed point, the seed point's
-drop-one soups are evaluated first (k trials, a one-factor-at-a-time design). With only the
-soup observed, the draws kept proposing points in the trust region around it, and on the
-main job's pool 2 of 5 seeds never improved on it in 16 trials; after the drop-one soups the
-surrogate knows how much each member matters, and every seed ended at 0.80-0.82 (mean best
-of 16: 0.808 vs 0.783 without; docs/BENCHMARKS.md, "Merge search").
+Screening: after the seed point, a one-factor-at-a-time design around it is evaluated
+before the first draw (the drop-one soups, then the scale ends), so that the surrogate starts
+from the directions that matter instead of a cloud of nearly equal soups. (In the other
+order, 10 seeds on the "main13" pool reached 0.898 instead of 0.901 at 16 trials: the four
+drop-one soups after the scale ends count as four failures of the trust region and halve it
+before the first draw.)
+
+- ``screen_scale`` (on in configs/search.yaml): the seed point at both ends of the lambda
+  range (`SearchSpace.scale_ends`; the F1-weighted soup is task arithmetic at lambda = 1, so
+  these are task arithmetic at lambda_max and lambda_min with the soup's weights). The scale
+  of the merged task vector is the one hyperparameter task arithmetic tunes (Ilharco et al.
+  2023) and one of TIES's two, and the soup cannot express it. On the "main13" pool the seed
+  soup scores 0.852 and task arithmetic at lambda 1.5 with the same weights 0.897, above
+  random search's best of 64 draws (0.882): the weights, which the draws had spent their
+  trials on, mattered less than the scale (docs/BENCHMARKS.md, "Scale screening").
+- ``screen`` (on in configs/search.yaml): the seed point's drop-one soups (k trials). With
+  only the soup observed, the draws kept proposing points in the trust region around it, and
+  on the main job's pool of that time 2 of 5 seeds never improved on it in 16 trials; after
+  the drop-one soups the surrogate knows how much each member matters, and every seed ended
+  at 0.80-0.82 (mean best of 16: 0.808 vs 0.783 without; docs/BENCHMARKS.md, "Merge search").
 
 Failed evaluations (errors, NaN) enter the fit at the worst value observed so far: the region
 is bad, and the next draw avoids it. Concurrent suggestions (several trials in flight) differ
@@ -95,9 +109,9 @@ PRIOR_VARS = (0.5, 1.0, 2.0)
 NOISE_VARS = (0.01, 0.1, 0.5)
 
 # Options that `state()` records and `policy_registry.policy_from_state` passes back.
-OPTIONS = ("n_initial", "screen", "n_features", "n_random", "n_local", "weight_lengthscales",
-           "other_lengthscales", "prior_vars", "noise_vars", "tr_init", "tr_min", "tr_max",
-           "tr_tol", "success_tol", "failure_tol")
+OPTIONS = ("n_initial", "screen", "screen_scale", "n_features", "n_random", "n_local",
+           "weight_lengthscales", "other_lengthscales", "prior_vars", "noise_vars", "tr_init",
+           "tr_min", "tr_max", "tr_tol", "success_tol", "failure_tol")
 
 
 class ThompsonPolicy(SearchPolicy):
@@ -109,10 +123,13 @@ class ThompsonPolicy(SearchPolicy):
         seed_point: start with the T = 1 seed point.
         n_initial: suggestions before the surrogate is used (the seed point counts); the rest
             of them are uniform draws from Ω.
-        screen: after the seed point, first evaluate its drop-one soups (`SearchSpace.
-            drop_one`: the same method without one member, the weakest member's first), a
+        screen: after the seed point, evaluate its drop-one soups (`SearchSpace.drop_one`:
+            the same method without one member, the weakest member's first), a
             one-factor-at-a-time screening design that shows the surrogate which members
             help; they count towards ``n_initial``, which they may extend.
+        screen_scale: then evaluate the seed point at the two ends of the lambda range
+            (`SearchSpace.scale_ends`: for the linear soup, task arithmetic at lambda_max
+            and lambda_min), the same design on the merge's scale.
         n_features: D, the number of Fourier features.
         n_random / n_local: candidate points per suggestion (uniform over Ω / in the trust
             region); with ``n_random=0`` (the default) only the trust region is searched.
@@ -126,7 +143,8 @@ class ThompsonPolicy(SearchPolicy):
     name = "thompson"
 
     def __init__(self, space: SearchSpace, seed: int = 0, seed_point: bool = True,
-                 n_initial: int = 2, screen: bool = False, n_features: int = 128,
+                 n_initial: int = 2, screen: bool = False, screen_scale: bool = False,
+                 n_features: int = 128,
                  n_random: int = 0,
                  n_local: int = 512,
                  weight_lengthscales: tuple[float, ...] = WEIGHT_LENGTHSCALES,
@@ -138,6 +156,7 @@ class ThompsonPolicy(SearchPolicy):
         super().__init__(space, seed, seed_point)
         self.n_initial = int(n_initial)
         self.screen = bool(screen)
+        self.screen_scale = bool(screen_scale)
         self.n_features = int(n_features)
         self.n_random = int(n_random)
         self.n_local = int(n_local)
@@ -250,13 +269,21 @@ class ThompsonPolicy(SearchPolicy):
             points.append(self.space.perturb(centre, self.rng, scales[j % len(scales)]))
         return points
 
+    def design(self) -> list[Point]:
+        """The screening design evaluated after the seed point, before any draw: its
+        drop-one soups (``screen``), then the seed point at the ends of the lambda range
+        (``screen_scale``)."""
+        if not self.seed_point:
+            return []
+        seed = self.space.seed_point()
+        return ((self.space.drop_one(seed) if self.screen else [])
+                + (self.space.scale_ends(seed) if self.screen_scale else []))
+
     def _propose(self) -> Point:
-        if self.screen and self.seed_point:
-            seen = self._seen()
-            todo = [p for p in self.space.drop_one(self.space.seed_point())
-                    if p.key() not in seen]
-            if todo:
-                return todo[0]
+        seen = self._seen()
+        todo = [p for p in self.design() if p.key() not in seen]
+        if todo:
+            return todo[0]
         n_ok = sum(v is not None for _, v in self.observations)
         if self.issued < self.n_initial or n_ok < 1:
             return self.space.sample(self.rng)

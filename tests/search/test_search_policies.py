@@ -258,6 +258,26 @@ def test_thompson_candidates_stay_in_omega_and_are_deterministic_given_the_seed(
     assert len(near) > len(cands[16:]) / 2
 
 
+def test_thompson_screen_scale_evaluates_the_drop_one_soups_then_the_scale_ends():
+    policy = make_policy("thompson", SPACE, seed=0, screen=True, screen_scale=True,
+                         n_features=32)
+    seed = SPACE.seed_point()
+    lo, hi = SPACE.ranges["lambda"]
+    ends = [(seed.members, seed.weights, "task_arithmetic", (("lambda", x),)) for x in (hi, lo)]
+    assert [(q.members, q.weights, q.method, q.params) for q in SPACE.scale_ends(seed)] == ends
+    expected = ([seed.key()] + [q.key() for q in SPACE.drop_one(seed)]
+                + [q.key() for q in SPACE.scale_ends(seed)])
+    got = []
+    for _ in range(len(expected) + 1):
+        p = policy.suggest()
+        got.append(p.key())
+        policy.observe(p, reward(p))
+    assert got[:len(expected)] == expected and len(expected) == 7
+    assert got[-1] not in expected
+    restored = policy_from_state(SPACE, json.loads(json.dumps(policy.state())))
+    assert restored.screen_scale and restored.suggest().key() == policy.suggest().key()
+
+
 def test_thompson_screen_evaluates_the_drop_one_soups_first():
     policy = make_policy("thompson", SPACE, seed=0, screen=True, n_features=32)
     seed = SPACE.seed_point()

@@ -109,6 +109,27 @@ def test_neighbours_stay_in_omega():
             assert q.params == p.params or q.method != p.method or q.members != p.members
 
 
+def test_scale_ends_by_hand():
+    space = _space(methods=["linear", "task_arithmetic", "ties", "slerp"], n_instructions=1,
+                   ranges={"lambda": (0.6, 1.8)})
+    soup = Point((0, 2), (0.7, 0.3), "linear", (), 0)
+    # the soup is task arithmetic at lambda = 1: its scale ends, lambda_max first
+    assert space.scale_ends(soup) == [
+        Point((0, 2), (0.7, 0.3), "task_arithmetic", (("lambda", 1.8),), 0),
+        Point((0, 2), (0.7, 0.3), "task_arithmetic", (("lambda", 0.6),), 0)]
+    ties = Point((0, 1, 2), (0.5, 0.3, 0.2), "ties", (("density", 0.4), ("lambda", 1.2)), 0)
+    assert [q.params for q in space.scale_ends(ties)] == [
+        (("density", 0.4), ("lambda", 1.8)), (("density", 0.4), ("lambda", 0.6))]
+    assert all(q.method == "ties" and q.weights == ties.weights
+               for q in space.scale_ends(ties))
+    assert space.scale_ends(Point((0, 1), (0.5, 0.5), "slerp", (), 0)) == []
+    no_ta = _space(methods=["linear", "ties"], n_instructions=1)
+    assert no_ta.scale_ends(soup) == []  # a soup has no scale without task arithmetic
+    flat = _space(methods=["linear", "task_arithmetic"], n_instructions=1,
+                  ranges={"lambda": (1.0, 1.0)})
+    assert flat.scale_ends(soup) == []
+
+
 def test_drop_one_by_hand():
     space = _space(methods=["linear", "ties", "slerp"], n_instructions=1, min_models=2)
     p = Point((0, 1, 2), (0.5, 0.3, 0.2), "ties", (("density", 0.4), ("lambda", 1.2)), 0)
