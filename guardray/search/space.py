@@ -46,6 +46,10 @@ DEFAULT_RANGES: dict[str, tuple[float, float]] = {
     "lambda": (0.5, 1.5),  # scale of the merged task vector (eq. 1, 6)
     "drop_rate": (0.0, 0.9),  # DARE: p of eq. 5
 }
+# The value a merge without the parameter behaves as if it had: a soup of weights on the
+# simplex is task arithmetic at lambda = 1, which keeps every entry (TIES density 1) and drops
+# none (DARE p = 0). `SearchSpace.features` encodes a missing parameter with it.
+NEUTRAL_PARAMS: dict[str, float] = {"density": 1.0, "lambda": 1.0, "drop_rate": 0.0}
 
 
 class SpaceError(ValueError):
@@ -347,16 +351,28 @@ class SearchSpace:
         """(d,) featurisation for surrogate models, every entry in [0, 1].
 
         ``[w_1..w_k (0 when not a member) | method one-hot | density, lambda, drop_rate scaled
-        to [0, 1] within their ranges (0 when the method has no such parameter) |
-        instruction one-hot]`` with ``d = k + |methods| + 3 + n_instructions``.
+        to [0, 1] within their ranges | instruction one-hot]`` with
+        ``d = k + |methods| + 3 + n_instructions``.
+
+        Equal merges get equal features: a ``linear`` soup takes ``task_arithmetic``'s
+        one-hot entry when the space has that method (the soup is task arithmetic at
+        lambda = 1), and a parameter the method lacks takes its `NEUTRAL_PARAMS` value
+        (clipped into the range), so the soup sits at lambda = 1 between task arithmetic's
+        lambda_min and lambda_max, not at lambda_min. With the scale screening this is what
+        lets the surrogate see the scale's trend (docs/BENCHMARKS.md, "Scale screening").
         """
         z = np.zeros(self.n_features)
         z[: self.k] = self.full_weights(point)
-        z[self.k + self.methods.index(point.method)] = 1.0
+        method = point.method
+        if method == "linear" and "task_arithmetic" in self.methods:
+            method = "task_arithmetic"
+        z[self.k + self.methods.index(method)] = 1.0
         base = self.k + len(self.methods)
-        for name, value in point.params:
+        own = point.param_dict
+        for i, name in enumerate(PARAMS):
             lo, hi = self.ranges[name]
-            z[base + PARAMS.index(name)] = (value - lo) / (hi - lo) if hi > lo else 0.5
+            value = own.get(name, NEUTRAL_PARAMS[name])
+            z[base + i] = float(np.clip((value - lo) / (hi - lo), 0.0, 1.0)) if hi > lo else 0.5
         z[base + len(PARAMS) + point.instruction] = 1.0
         return z
 

@@ -41,6 +41,26 @@ def test_uniform_draws_stay_in_omega():
     assert methods == set(METHODS)
 
 
+def test_features_by_hand_equal_merges_get_equal_features():
+    space = _space(methods=["linear", "task_arithmetic", "ties"], n_instructions=2)
+    # [w_0 w_1 w_2 | linear ta ties | density lambda drop_rate | instruction 0 1]
+    soup = Point((0, 2), (0.7, 0.3), "linear", (), 1)
+    ta1 = Point((0, 2), (0.7, 0.3), "task_arithmetic", (("lambda", 1.0),), 1)
+    np.testing.assert_allclose(space.features(soup),
+                               [0.7, 0, 0.3, 0, 1, 0, 1, 0.5, 0, 0, 1])
+    np.testing.assert_array_equal(space.features(soup), space.features(ta1))
+    ties = Point((0, 1), (0.5, 0.5), "ties", (("density", 0.4), ("lambda", 1.25)), 0)
+    # density (0.4 - 0.1) / 0.9, lambda (1.25 - 0.5) / 1.0; no drop rate: DARE p = 0
+    np.testing.assert_allclose(space.features(ties),
+                               [0.5, 0.5, 0, 0, 0, 1, 1 / 3, 0.75, 0, 1, 0])
+    # a range that excludes the neutral value clips it; a soup without task arithmetic
+    # keeps its own one-hot entry
+    narrow = _space(methods=["linear", "ties"], n_instructions=1,
+                    ranges={"lambda": (1.2, 2.0)})
+    np.testing.assert_allclose(narrow.features(Point((0, 2), (0.7, 0.3), "linear", (), 0)),
+                               [0.7, 0, 0.3, 1, 0, 1, 0, 0, 1])
+
+
 def test_configs_round_trip_and_foreign_configs_are_repaired():
     space = _space()
     rng = np.random.default_rng(1)
