@@ -258,6 +258,21 @@ def test_thompson_candidates_stay_in_omega_and_are_deterministic_given_the_seed(
     assert len(near) > len(cands[16:]) / 2
 
 
+def _check_design(policy, expected: list) -> None:
+    """``policy`` suggests ``expected`` (keys) in order, then a point of its own; a policy
+    restored from its JSON state continues with the same suggestion."""
+    got = []
+    for _ in range(len(expected) + 1):
+        p = policy.suggest()
+        got.append(p.key())
+        policy.observe(p, reward(p))
+    assert got[:len(expected)] == expected
+    assert got[-1] not in expected  # then the surrogate takes over
+    restored = policy_from_state(SPACE, json.loads(json.dumps(policy.state())))
+    assert (restored.screen, restored.screen_scale) == (policy.screen, policy.screen_scale)
+    assert restored.suggest().key() == policy.suggest().key()
+
+
 def test_thompson_screen_scale_evaluates_the_drop_one_soups_then_the_scale_ends():
     policy = make_policy("thompson", SPACE, seed=0, screen=True, screen_scale=True,
                          n_features=32)
@@ -267,27 +282,13 @@ def test_thompson_screen_scale_evaluates_the_drop_one_soups_then_the_scale_ends(
     assert [(q.members, q.weights, q.method, q.params) for q in SPACE.scale_ends(seed)] == ends
     expected = ([seed.key()] + [q.key() for q in SPACE.drop_one(seed)]
                 + [q.key() for q in SPACE.scale_ends(seed)])
-    got = []
-    for _ in range(len(expected) + 1):
-        p = policy.suggest()
-        got.append(p.key())
-        policy.observe(p, reward(p))
-    assert got[:len(expected)] == expected and len(expected) == 7
-    assert got[-1] not in expected
-    restored = policy_from_state(SPACE, json.loads(json.dumps(policy.state())))
-    assert restored.screen_scale and restored.suggest().key() == policy.suggest().key()
+    assert len(expected) == 7
+    _check_design(policy, expected)
 
 
 def test_thompson_screen_evaluates_the_drop_one_soups_first():
     policy = make_policy("thompson", SPACE, seed=0, screen=True, n_features=32)
     seed = SPACE.seed_point()
     expected = [seed.key()] + [q.key() for q in SPACE.drop_one(seed)]
-    got = []
-    for _ in range(len(expected) + 1):
-        p = policy.suggest()
-        got.append(p.key())
-        policy.observe(p, reward(p))
-    assert got[:len(expected)] == expected and len(expected) == 5
-    assert got[-1] not in expected  # then the surrogate takes over
-    restored = policy_from_state(SPACE, json.loads(json.dumps(policy.state())))
-    assert restored.screen and restored.suggest().key() == policy.suggest().key()
+    assert len(expected) == 5 and policy.screen and not policy.screen_scale
+    _check_design(policy, expected)
