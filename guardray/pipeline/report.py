@@ -63,7 +63,7 @@ class Report:
             for r in self.evaluation:
                 lines.append(f"| {r['policy']} | {r['model']} | {r['n']} | {num(r['precision'])}"
                              f" | {num(r['recall'])} | {num(r['f1'])} | {num(r['auroc'])} | "
-                             f"{num(r['threshold'])} |")
+                             f"{num(r['threshold'], '{:.3g}')} |")
         if self.quality:
             lines += ["", "## What the guards are worth", "",
                       "| policy | model | test macro-F1 (n) | cross-source macro-F1 (n) | "

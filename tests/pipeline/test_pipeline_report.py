@@ -48,3 +48,13 @@ def test_judged_sample_is_balanced_and_seeded():
     assert len(sample) == 20 and int(sample[S.LABEL].sum()) == 5  # all 5 unsafe, 15 safe
     assert judged_sample(rows, 20, seed=0).equals(sample)
     assert int(judged_sample(rows, 6, seed=1)[S.LABEL].sum()) == 3
+
+
+def test_thresholds_keep_their_significant_digits():
+    # a merged model's cut can sit at 2e-4: three decimals would print it as 0.000
+    report = Report(evaluation=[
+        {"policy": "tax", "model": m, "n": 10, "precision": 0.5, "recall": 1.0, "f1": 2 / 3,
+         "auroc": 0.9, "threshold": t} for m, t in (("UniGuard", 0.000213), ("tax/seed0", 0.5))])
+    text = report.markdown(1.0)
+    assert "| tax | UniGuard | 10 | 0.500 | 1.000 | 0.667 | 0.900 | 0.000213 |" in text
+    assert "| tax | tax/seed0 | 10 | 0.500 | 1.000 | 0.667 | 0.900 | 0.5 |" in text
