@@ -288,8 +288,9 @@ class SearchSpace:
         A method with ``lambda`` keeps its other parameters; a ``linear`` soup becomes
         ``task_arithmetic`` (the soup of weights on the simplex is task arithmetic at
         ``lambda = 1``, so these two points vary the soup's one missing factor, its scale).
-        Empty when neither applies (``slerp``, or ``linear`` without ``task_arithmetic`` in
-        the space) or the range is a single value.
+        An end equal to the point's own lambda (1 for the soup) is left out; empty when
+        neither applies (``slerp``, or ``linear`` without ``task_arithmetic`` in the space)
+        or the range is a single value.
         """
         lo, hi = self.ranges["lambda"]
         if "lambda" in METHOD_PARAMS[point.method]:
@@ -301,8 +302,9 @@ class SearchSpace:
             return []
         if hi <= lo:
             return []
+        own = point.param_dict.get("lambda", NEUTRAL_PARAMS["lambda"])
         out = []
-        for value in (hi, lo):
+        for value in (v for v in (hi, lo) if not math.isclose(v, own)):
             params = dict(point.param_dict)
             params["lambda"] = float(value)
             out.append(Point(point.members, point.weights, method,

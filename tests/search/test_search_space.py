@@ -148,6 +148,10 @@ def test_scale_ends_by_hand():
     flat = _space(methods=["linear", "task_arithmetic"], n_instructions=1,
                   ranges={"lambda": (1.0, 1.0)})
     assert flat.scale_ends(soup) == []
+    # an end at the point's own scale would repeat it: the soup is lambda = 1
+    upward = _space(methods=["linear", "task_arithmetic"], n_instructions=1,
+                    ranges={"lambda": (1.0, 2.0)})
+    assert [q.params for q in upward.scale_ends(soup)] == [(("lambda", 2.0),)]
 
 
 def test_drop_one_by_hand():
