@@ -305,12 +305,10 @@ class SearchSpace:
         own = point.param_dict.get("lambda", NEUTRAL_PARAMS["lambda"])
         out = []
         for value in (v for v in (hi, lo) if not math.isclose(v, own)):
-            params = dict(point.param_dict)
-            params["lambda"] = float(value)
-            out.append(Point(point.members, point.weights, method,
-                             tuple(sorted((p, params.get(p, sum(self.ranges[p]) / 2))
-                                          for p in METHOD_PARAMS[method])),
-                             point.instruction))
+            scaled = dataclasses.replace(
+                point, params=tuple(sorted({**point.param_dict, "lambda": float(value)}.items())))
+            out.append(self._with_method(scaled, point.members, np.asarray(point.weights),
+                                         method))
         return out
 
     def _subsets_of(self, point: Point, subsets: Sequence[tuple[Sequence[int], np.ndarray]]
